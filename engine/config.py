@@ -1,0 +1,135 @@
+"""The resolved run configuration: the one contract between presets, the CLI, the TUI and the
+worker. Torch-free on purpose (the TUI imports it and must start in under a second).
+
+Every section forbids unknown keys so that a typo in a preset is an error, never a silent default.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RULES = ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
+MODELS = ("mlp", "cnn", "resnet18", "vit")
+DATASETS = ("synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100")
+NORMS = ("none", "batchnorm", "layernorm", "activity")
+OPTIMISERS = ("sgd", "adam", "adamw", "muon")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunCfg(Section):
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$",
+                        description="auto | cpu | cuda | cuda:N | mps")
+
+
+class DataCfg(Section):
+    name: Literal["synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "synthetic"
+    root: str | None = Field(None, description="dataset folder; else $FA_TUI_DATA, else the user cache")
+    val_size: int = Field(5000, ge=0, description="examples held out from train for validation")
+    augment: bool = Field(True, description="random crop + flip (CIFAR only), done on the device")
+    download: bool = Field(True, description="try torchvision's download when files are missing")
+    # synthetic only: a fixed random teacher network labels Gaussian inputs.
+    train_size: int = Field(8192, ge=16, description="synthetic: training examples (val included)")
+    test_size: int = Field(2048, ge=16, description="synthetic: test examples")
+    shape: list[int] = Field([1, 28, 28], min_length=1, max_length=3,
+                             description="synthetic: input shape, e.g. [30] or [3, 32, 32]")
+    classes: int = Field(10, ge=2, description="synthetic: number of classes")
+    teacher: Literal["mlp", "linear"] = "mlp"
+    subset: list[int] | None = Field(None, description="keep only these classes (relabelled 0..k-1)")
+
+
+class ModelCfg(Section):
+    name: Literal["mlp", "cnn", "resnet18", "vit"] = "mlp"
+    width: int = Field(256, ge=1, description="mlp hidden units; vit embedding dim")
+    depth: int = Field(2, ge=0, description="mlp hidden layers; vit blocks")
+    widths: list[int] = Field([64, 128, 256, 256], min_length=4, max_length=4,
+                              description="cnn: channels of the four conv layers")
+    activation: Literal["relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear"] = "relu"
+    bottleneck: int | None = Field(None, ge=1, description="mlp: width of the last hidden layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    patch: int = Field(4, ge=1, description="vit patch size")
+    heads: int = Field(4, ge=1, description="vit attention heads")
+    mlp_ratio: float = Field(2.0, gt=0, description="vit MLP hidden = ratio * width")
+    bias: bool = True
+
+
+class RuleCfg(Section):
+    name: Literal["bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa"] = "bp"
+    scale: float = Field(1.0, gt=0, description="multiplies the feedback")
+    init: Literal["same", "gaussian", "uniform", "orthogonal"] = Field(
+        "same", description="feedback distribution: same as the forward init, or another")
+    seed: int | None = Field(None, ge=0, description="feedback seed; default run.seed + 1000")
+    rank: int = Field(10, ge=1, description="ldfa: feedback rank r")
+    adapt: Literal["fixed", "oja", "fit"] = Field("oja", description="ldfa feedback adaptation")
+    feedback_lr: float = Field(1e-3, ge=0, description="ldfa: learning rate of P and Q")
+    feedback_norm: bool = Field(True, description="dfa: scale B by 1/sqrt(fan) (Launay et al.)")
+
+
+class NormCfg(Section):
+    name: Literal["none", "batchnorm", "layernorm", "activity"] = "none"
+
+
+class OptimCfg(Section):
+    name: Literal["sgd", "adam", "adamw", "muon"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine", "onecycle", "step"] = "constant"
+    warmup: int = Field(0, ge=0, description="linear warm-up, in steps")
+    step_every: int = Field(30, ge=1, description="step schedule: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
+    clip: float | None = Field(None, gt=0, description="clip the global grad norm to this")
+    adamw_lr: float | None = Field(None, gt=0, description="muon: lr of the AdamW group (default lr)")
+    muon_exclude: list[Literal["first", "head"]] = Field(
+        ["first", "head"], description="muon: weight layers routed to AdamW instead")
+    muon_adjust_lr: Literal["original", "match_rms_adamw"] = "match_rms_adamw"
+
+
+class TrainCfg(Section):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(128, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    log_every: int = Field(20, ge=1, description="steps between train-loss events")
+    eval_every: int | None = Field(None, ge=1, description="steps between val evals (default: each epoch)")
+    amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA")
+    channels_last: Literal["auto", "off", "on"] = "auto"
+    diverge_loss: float = Field(1e4, gt=0, description="a loss above this counts as diverged")
+
+
+class MetricsCfg(Section):
+    every: int = Field(100, ge=0, description="steps between diagnostics; 0 turns them off")
+    probe_size: int = Field(256, ge=2, description="fixed probe batch size")
+    conv_layout: Literal["sample", "pixel"] = Field(
+        "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
+
+
+class Config(Section):
+    """One fully resolved run. `model_dump()` is what config.toml holds."""
+    run: RunCfg = RunCfg()
+    data: DataCfg = DataCfg()
+    model: ModelCfg = ModelCfg()
+    rule: RuleCfg = RuleCfg()
+    norm: NormCfg = NormCfg()
+    optim: OptimCfg = OptimCfg()
+    train: TrainCfg = TrainCfg()
+    metrics: MetricsCfg = MetricsCfg()
+
+    @field_validator("data")
+    @classmethod
+    def _subset_unique(cls, v: DataCfg) -> DataCfg:
+        if v.subset is not None and len(set(v.subset)) != len(v.subset):
+            raise ValueError("data.subset lists a class twice")
+        return v
+
+    @property
+    def feedback_seed(self) -> int:
+        return self.rule.seed if self.rule.seed is not None else self.run.seed + 1000
