@@ -1,0 +1,63 @@
+"""Direct feedback alignment (Nøkland 2016): every weight layer sends the *output* error e
+straight to its input through its own fixed random projection, instead of the error arriving
+from the layer above.
+
+    grad_input_l = (e @ B_l).reshape(x_shape),   e = ∂ℒ/∂a_L (N × n_L),   B_l: n_L × prod(in_shape)
+
+B_l maps e to the layer's whole per-sample input, so a conv layer gets a dense projection of e
+reshaped to C×H×W and a ViT token layer one reshaped to T×D. The activation derivative φ'(a)
+below the layer is then applied by native autograd, giving δ = (e B) ⊙ φ'(a) as in science.md
+§1. (There B_l is named by the layer whose δ it produces; here it is stored on the layer that
+sends it, one above, and transposed.)
+
+The head's backward runs first in autograd (every other weight layer feeds it), so the head
+records e on the rule and the layers below read it. The head itself sends e @ B_head with B_head
+of W_head's shape: for the head DFA is FA with its own B. The first layer sends nothing (its
+input is data) and has no B. Weight gradients stay the true local ones.
+
+Feedback normalisation (`feedback_norm`, Launay et al. 2019): B entries have std
+scale/sqrt(n_L), so each entry of e @ B has the size of e's per-sample norm whatever the fan;
+off, B uses the std of the layer's forward init. Either way the family (uniform or Gaussian) is
+the forward init's unless `init` names another.
+"""
+import math
+
+import torch
+from torch import Tensor, nn
+
+from engine.rules.base import Rule, draw_like
+
+
+class DFA(Rule):
+    name = "dfa"
+    #: no tensor comparable to W: angle_weight is not defined for DFA.
+    has_feedback = False
+    #: the output error e of the current backward pass, recorded by the head.
+    _error: Tensor | None = None
+
+    def init_feedback(self, layer: nn.Module) -> None:
+        if layer.is_first:
+            return
+        classes = math.prod(self.layers[-1].out_shape)
+        shape = (classes, math.prod(layer.in_shape))
+        if self.cfg.feedback_norm:
+            std = 1.0 / math.sqrt(classes)
+        else:
+            std = float(layer.weight.detach().float().std())
+        g = self.generator(layer.weight.device)
+        b = draw_like(torch.empty(shape, device="meta"), self.cfg.init, layer.init_dist, g,
+                      self.cfg.scale, std=std)
+        layer.register_buffer("dfa_feedback", b)
+
+    def backward_weight(self, layer: nn.Module, weight: Tensor) -> None:
+        return None
+
+    def input_error(self, layer: nn.Module, grad_out: Tensor, x_shape: torch.Size) -> Tensor | None:
+        if layer.is_head:
+            self._error = grad_out.detach().reshape(grad_out.shape[0], -1)
+        if layer.is_first:
+            return None
+        if self._error is None:
+            raise RuntimeError(f"dfa: {layer.layer_name} got no output error (head not run first)")
+        dt = grad_out.dtype
+        return (self._error.to(dt) @ layer.dfa_feedback.to(dt)).reshape(x_shape)
