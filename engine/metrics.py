@@ -1,0 +1,157 @@
+"""The math of the per-layer diagnostics (science.md §3): spectra, angles, the conservation law.
+
+Pure functions on tensors, no side effects. Every input is cast to fp32 first, so the numbers
+mean the same under bf16 autocast as in fp32 training. `engine/diagnostics.py` decides what
+matrices they are taken on.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# --- spectra ---------------------------------------------------------------------------------
+
+
+def singular_values(m: Tensor) -> Tensor:
+    """Singular values of a 2-D matrix, in fp32, descending.
+
+    Error and activation matrices are very wide (N × C·H·W with N a few hundred), where a direct
+    SVD is slow. When one side is at least twice the other we first take the R of a QR
+    decomposition of the tall orientation: R is min×min and has the same singular values, and
+    QR, unlike a Gram matrix, does not square the condition number, so the tiny singular values
+    that erank sums over stay accurate to fp32 round-off (tests compare with svdvals).
+    A matrix with a NaN or inf (a diverged run) gives NaNs instead of a LAPACK error."""
+    m = m.detach().float()
+    if m.dim() != 2:
+        raise ValueError(f"singular_values needs a 2-D matrix, got shape {tuple(m.shape)}")
+    rows, cols = m.shape
+    k = min(rows, cols)
+    if k == 0 or not bool(torch.isfinite(m).all()):
+        return torch.full((k,), math.nan, device=m.device)
+    if max(rows, cols) >= 2 * k:
+        tall = m if rows >= cols else m.t()
+        m = torch.linalg.qr(tall, mode="r").R
+    return torch.linalg.svdvals(m)
+
+
+def erank_from_sv(s: Tensor) -> float:
+    """Roy & Vetterli's effective rank from singular values: p_i = σ_i / Σσ, exp(−Σ p log p)
+    with 0·log 0 = 0. The zero matrix has no spectrum to spread: its erank is 0 by convention
+    (every non-zero matrix has erank ≥ 1)."""
+    total = s.sum()
+    if not bool(total > 0):
+        return math.nan if bool(torch.isnan(total)) else 0.0
+    p = s / total
+    entropy = -torch.special.xlogy(p, p).sum()
+    return float(torch.exp(entropy))
+
+
+def pr_from_sv(s: Tensor) -> float:
+    """Participation ratio (Σσ²)² / Σσ⁴ from singular values; 0 for the zero matrix.
+    σ is divided by its largest value first (PR is scale-free): deep layers' errors are tiny
+    and σ⁴ would underflow fp32."""
+    top = s.max() if s.numel() else s.new_zeros(())
+    if not bool(top > 0):
+        return math.nan if bool(torch.isnan(top)) else 0.0
+    s2 = (s / top).square()
+    return float(s2.sum().square() / s2.square().sum())
+
+
+def spectrum_stats(m: Tensor) -> tuple[float, float]:
+    """(erank, participation ratio) of a 2-D matrix, sharing one singular-value computation.
+    Both lie in [1, rank(m)] for a non-zero matrix, so both are bounded by min(rows, cols)."""
+    s = singular_values(m)
+    return erank_from_sv(s), pr_from_sv(s)
+
+
+def erank(m: Tensor) -> float:
+    """Effective rank (Roy & Vetterli 2007) of a 2-D matrix; 0 for the zero matrix."""
+    return erank_from_sv(singular_values(m))
+
+
+def participation_ratio(m: Tensor) -> float:
+    """Participation ratio (Σσ²)² / Σσ⁴ of a 2-D matrix; 0 for the zero matrix."""
+    return pr_from_sv(singular_values(m))
+
+
+# --- angles ----------------------------------------------------------------------------------
+
+
+def _unit_angles(u: Tensor, v: Tensor) -> Tensor:
+    """Degrees between matching rows of u and v (2-D), by Kahan's formula
+    2·atan2(‖û − v̂‖, ‖û + v̂‖). It equals arccos of the clamped cosine but stays accurate
+    near 0° and 180°, where arccos turns fp32 round-off of the cosine into whole hundredths of
+    a degree (so exact feedback reads 0, not 0.02). A zero row gives NaN (0/0)."""
+    u = u / torch.linalg.vector_norm(u, dim=1, keepdim=True)
+    v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    diff = torch.linalg.vector_norm(u - v, dim=1)
+    total = torch.linalg.vector_norm(u + v, dim=1)
+    return torch.rad2deg(2 * torch.atan2(diff, total))
+
+
+def angle(u: Tensor, v: Tensor) -> float:
+    """Angle in degrees between two tensors taken as flat vectors, arccos(⟨u,v⟩/(‖u‖‖v‖)).
+    NaN when either is the zero vector: there is no direction to compare."""
+    u = u.detach().float().reshape(1, -1)
+    v = v.detach().float().reshape(1, -1)
+    return float(_unit_angles(u, v)[0])
+
+
+def per_sample_angle(a: Tensor, b: Tensor) -> float:
+    """Mean over samples (dim 0) of the angle between a[i] and b[i], each flattened: the
+    δ-alignment of LightOn's DFA work (Launay et al. 2019). Samples where either error is
+    zero (e.g. every unit of a ReLU layer silent) have no angle and are left out of the mean;
+    NaN when no sample has one."""
+    n = a.shape[0]
+    if n == 0:
+        return math.nan
+    angles = _unit_angles(a.detach().float().reshape(n, -1), b.detach().float().reshape(n, -1))
+    return float(torch.nanmean(angles))
+
+
+# --- conservation law ------------------------------------------------------------------------
+
+
+def conservation(w_i: Tensor, b_i: Tensor | None, fb_next: Tensor | None, w_next: Tensor,
+                 bp: bool = False) -> Tensor:
+    """Robertson & Koyejo 2024's conserved quantity, one value per neuron k of layer i:
+
+        c_k = ½‖W_i[k,:]‖² + ½ b_i[k]² − ⟨FB_{i+1}[:,k], W_{i+1}[:,k]⟩
+
+    with the feedback FB stored in W's shape (out, in), so column k of FB_{i+1} is what carries
+    the error back to neuron k. Derivation, for a_i = W_i h_{i−1} + b_i, h_i = φ(a_i) with ReLU φ,
+    a_{i+1} = W_{i+1} h_i + …, gradient flow (small-step SGD, no weight decay) on any loss:
+
+        d/dt W_i[k,:] = −Σ_n δ_i[n,k] h_{i−1}[n,:],   d/dt b_i[k] = −Σ_n δ_i[n,k]
+        ⇒ d/dt (½‖W_i[k]‖² + ½b_i[k]²) = −Σ_n δ_i[n,k] (W_i[k]·h_{i−1}[n] + b_i[k])
+                                       = −Σ_n δ_i[n,k] a_i[n,k].
+        Under FA, δ_i[n,k] = φ'(a_i[n,k]) Σ_j δ_{i+1}[n,j] FB[j,k], and for ReLU φ'(a)·a = φ(a) = h:
+            −Σ_n δ_i[n,k] a_i[n,k] = −Σ_n h_i[n,k] Σ_j δ_{i+1}[n,j] FB[j,k].
+        d/dt W_{i+1}[j,k] = −Σ_n δ_{i+1}[n,j] h_i[n,k], so for FIXED FB
+            d/dt ⟨FB[:,k], W_{i+1}[:,k]⟩ = −Σ_n h_i[n,k] Σ_j δ_{i+1}[n,j] FB[j,k]  — the same.
+
+    So c_k has zero time derivative; without the bias term it would drift whenever b_i moves.
+    Discrete SGD adds O(η²) per step, i.e. O(η) over a fixed training time. The identity
+    φ'(a)a = φ(a) holds for any positively homogeneous φ (ReLU, leaky ReLU, linear), not for
+    tanh or GELU, and only if nothing (no norm layer) sits between the two layers.
+
+    For bp (`bp=True`) the feedback is W_{i+1} itself and moves: d/dt ½‖W_{i+1}[:,k]‖² gives
+    the same expression, so the conserved form is ½‖W_i[k]‖² + ½b_i[k]² − ½‖W_{i+1}[:,k]‖²
+    (`fb_next` is ignored). A missing bias counts as zero."""
+    w_i, w_next = w_i.detach().float(), w_next.detach().float()
+    c = 0.5 * w_i.square().sum(1)
+    if b_i is not None:
+        c = c + 0.5 * b_i.detach().float().square()
+    if bp:
+        return c - 0.5 * w_next.square().sum(0)
+    if fb_next is None:
+        raise ValueError("conservation needs the feedback unless bp=True")
+    return c - (fb_next.detach().float() * w_next).sum(0)
+
+
+def conservation_drift(c_now: Tensor, c_0: Tensor) -> float:
+    """Relative drift mean|c_now − c_0| / mean|c_0| of the conserved quantity."""
+    c_now, c_0 = c_now.float(), c_0.float()
+    return float((c_now - c_0).abs().mean() / c_0.abs().mean())
