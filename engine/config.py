@@ -68,7 +68,7 @@ class RuleCfg(Section):
     seed: int | None = Field(None, ge=0, description="feedback seed; default run.seed + 1000")
     rank: int = Field(10, ge=1, description="ldfa: feedback rank r")
     adapt: Literal["fixed", "oja", "fit"] = Field("oja", description="ldfa feedback adaptation")
-    feedback_lr: float = Field(1e-3, ge=0, description="ldfa: learning rate of P and Q")
+    feedback_lr: float = Field(1e-2, ge=0, description="ldfa: learning rate of P and Q")
     feedback_norm: bool = Field(True, description="dfa: scale B by 1/sqrt(fan) (Launay et al.)")
 
 
@@ -92,6 +92,8 @@ class OptimCfg(Section):
     muon_exclude: list[Literal["first", "head"]] = Field(
         ["first", "head"], description="muon: weight layers routed to AdamW instead")
     muon_adjust_lr: Literal["original", "match_rms_adamw"] = "match_rms_adamw"
+    muon_momentum: float = Field(0.95, ge=0, lt=1,
+                                 description="muon: Nesterov momentum of the Muon group (Jordan 2024)")
 
 
 class TrainCfg(Section):
