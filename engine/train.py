@@ -1,0 +1,305 @@
+"""One training run as a stream of events.
+
+`Trainer(cfg)` builds data, model, rule, optimiser and diagnostics from a resolved Config;
+`Trainer.events()` trains and yields plain dicts (start, train, diag, eval, epoch, test, end).
+It never prints and never touches files: the worker (engine/worker.py) writes the events to
+the run directory and checkpoints `state_dict()` after every `epoch` event.
+
+The hot loop keeps the GPU busy: losses and accuracies are accumulated on the device and read
+back only every `train.log_every` steps, the first non-finite loss is tracked on the device too,
+and diagnostics run only every `metrics.every` steps (see engine/diagnostics.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import Config
+from engine.data import Batches, eval_batches, load_data, normalise
+from engine.diagnostics import Diagnostics
+from engine.layers import attach
+from engine.models import build_model
+from engine.optim import build_optimizer
+from engine.rules import build_rule
+
+EVAL_BATCH = 1024
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.device = pick_device(device or cfg.run.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and cuda)
+        conv = cfg.model.name in ("cnn", "resnet18")
+        self.channels_last = cfg.train.channels_last == "on" or (
+            cfg.train.channels_last == "auto" and cuda and conv)
+
+        self.data = load_data(cfg.data, cfg.run.seed, self.device)
+        self.batches = Batches(self.data, cfg.train.batch_size, cfg.run.seed,
+                               cfg.data.augment, self.device)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        total = cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
+
+        torch.manual_seed(cfg.run.seed)
+        self.model = build_model(cfg.model, cfg.norm, self.data.input_shape,
+                                 self.data.classes).to(self.device)
+        self.rule = build_rule(cfg.rule, cfg.feedback_seed)
+        example = self._input(self.data.train_x[:2])
+        self.layers = attach(self.model, self.rule, example)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = build_optimizer(cfg.optim, self.model, self.layers, self.total_steps,
+                                   self.steps_per_epoch)
+
+        self.diag: Diagnostics | None = None
+        if cfg.metrics.every > 0:
+            n = min(cfg.metrics.probe_size, len(self.data.train_x))
+            self.diag = Diagnostics(self.model, self.rule, self._input(self.data.train_x[:n]),
+                                    self.data.train_y[:n], F.cross_entropy,
+                                    conv_layout=cfg.metrics.conv_layout)
+
+        # progress; everything here is in state_dict()
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_val_acc: float | None = None
+        self.final_val_acc: float | None = None
+        self.final_train_loss: float | None = None
+        self.test: dict | None = None
+        self.last_diag: dict | None = None
+        self.wall_s = 0.0
+        self._last_eval_step = -1
+        self._reset_window()
+
+    # --- small helpers -----------------------------------------------------------------------
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input from stored data: uint8 images are normalised here, on the device."""
+        if x.dtype == torch.uint8:
+            x = normalise(x, self.data)
+        return x.contiguous(memory_format=torch.channels_last) if (
+            self.channels_last and x.dim() == 4) else x
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _reset_window(self) -> None:
+        z = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self._loss_sum, self._correct, self._seen = z(), z(), z()
+        self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        self._window_steps = 0
+        self._window_t = time.perf_counter()
+        self._window_diag_s = 0.0
+
+    # --- one step ----------------------------------------------------------------------------
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.rule.before_step()
+        with self._autocast():
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        loss = loss.detach()
+        bad = ~torch.isfinite(loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(bad, self.step, self._bad_step)
+        self._loss_sum += loss * len(y)
+        self._correct += (logits.detach().argmax(1) == y).sum()
+        self._seen += len(y)
+        self._window_steps += 1
+
+    def _measure(self, applied: dict | None) -> dict:
+        t = time.perf_counter()
+        with self._autocast():
+            out = self.diag.measure(applied)
+        dt = time.perf_counter() - t
+        self._window_diag_s += dt
+        self.last_diag = out
+        return {"type": "diag", "step": self.step, "epoch": self.epoch, "diag_s": round(dt, 4),
+                **out}
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {m.layer_name: m.weight.detach().clone() for m in self.layers}
+
+    def _train_event(self) -> dict:
+        seen = float(self._seen)
+        dt = time.perf_counter() - self._window_t - self._window_diag_s
+        ev = {"type": "train", "step": self.step, "epoch": self.epoch,
+              "loss": float(self._loss_sum) / max(seen, 1.0),
+              "acc": float(self._correct) / max(seen, 1.0), "lr": self.opt.lr,
+              "step_s": dt / max(self._window_steps, 1),
+              "samples_per_s": seen / dt if dt > 0 else None}
+        self.final_train_loss = ev["loss"]
+        return ev
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean loss and accuracy, in eval mode, without augmentation."""
+        was = self.model.training
+        self.model.eval()
+        loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for xb, yb in eval_batches(x, y, EVAL_BATCH):
+            with self._autocast():
+                logits = self.model(self._input(xb))
+            loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        self.model.train(was)
+        n = max(len(y), 1)
+        return float(loss) / n, float(correct) / n
+
+    def _eval_event(self) -> dict:
+        loss, acc = self.evaluate(self.data.val_x, self.data.val_y)
+        self.final_val_acc = acc
+        self._last_eval_step = self.step
+        if self.best_val_acc is None or acc > self.best_val_acc:
+            self.best_val_acc = acc
+        return {"type": "eval", "step": self.step, "epoch": self.epoch, "split": "val",
+                "loss": loss, "acc": acc}
+
+    # --- the run -----------------------------------------------------------------------------
+    def start_event(self) -> dict:
+        return {"type": "start", "step": self.step, "config": self.cfg.model_dump(mode="json"),
+                "device": str(self.device), "host": socket.gethostname(),
+                "params": sum(p.numel() for p in self.model.parameters()),
+                "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                "amp": self.amp, "channels_last": self.channels_last,
+                "layers": [{"name": m.layer_name, "kind": type(m).__name__.removeprefix("Rule"),
+                            "shape": list(m.weight.shape)} for m in self.layers],
+                "routing": self.opt.routing}
+
+    def events(self, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+        """Train until done, stopped or diverged, yielding events; see docs/run-directory.md."""
+        cfg = self.cfg
+        t0 = time.perf_counter() - self.wall_s
+        self.model.train()
+        yield self.start_event()
+        if self.diag is not None and self.step == 0:
+            yield self._measure(None)
+        every, log_every, eval_every = cfg.metrics.every, cfg.train.log_every, cfg.train.eval_every
+        while self.step < self.total_steps:
+            for x, y in self.batches.epoch(self.epoch, start=self.batch_in_epoch):
+                if should_stop():
+                    self.wall_s = time.perf_counter() - t0
+                    yield {"type": "end", "step": self.step, "status": "stopped",
+                           "reason": "stop requested"}
+                    return
+                diag_now = self.diag is not None and (self.step + 1) % every == 0
+                before = self._snapshot() if diag_now else None
+                self._train_step(self._input(x), y)
+                self.step += 1
+                self.batch_in_epoch += 1
+                if diag_now:
+                    yield self._measure({m.layer_name: m.weight.detach() - before[m.layer_name]
+                                         for m in self.layers})
+                last = self.step >= self.total_steps
+                if self.step % log_every == 0 or last:
+                    ev = self._train_event()
+                    yield ev
+                    reason = self._divergence(ev)
+                    if reason:
+                        self.wall_s = time.perf_counter() - t0
+                        yield {"type": "end", "step": self.step, "status": "diverged",
+                               "reason": reason}
+                        return
+                    self._reset_window()
+                if eval_every and self.step % eval_every == 0:
+                    yield self._eval_event()
+                if last:
+                    break
+            if self.batch_in_epoch >= self.steps_per_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if not eval_every:
+                    yield self._eval_event()
+                self.wall_s = time.perf_counter() - t0
+                yield {"type": "epoch", "step": self.step, "epoch": self.epoch,
+                       "wall_s": self.wall_s}
+        if self._last_eval_step != self.step:
+            yield self._eval_event()
+        loss, acc = self.evaluate(self.data.test_x, self.data.test_y)
+        self.test = {"loss": loss, "acc": acc}
+        self.wall_s = time.perf_counter() - t0
+        yield {"type": "test", "step": self.step, "loss": loss, "acc": acc}
+        yield {"type": "end", "step": self.step, "status": "done", "reason": None}
+
+    def _divergence(self, ev: dict) -> str | None:
+        """Why the run diverged in the last window, or None. The first non-finite loss is
+        tracked on the device, so the exact step is known without a sync per step."""
+        bad = int(self._bad_step)
+        if bad >= 0:
+            return f"non-finite loss at step {bad + 1}"
+        if ev["loss"] > self.cfg.train.diverge_loss:
+            return f"loss {ev['loss']:.3g} above train.diverge_loss at step {self.step}"
+        return None
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly where this run is (bit-identical on CPU)."""
+        return {
+            "model": self.model.state_dict(), "optim": self.opt.state_dict(),
+            "rule": self.rule.extra_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "progress": {"step": self.step, "epoch": self.epoch,
+                         "batch_in_epoch": self.batch_in_epoch,
+                         "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
+                         "final_train_loss": self.final_train_loss, "wall_s": self.wall_s,
+                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step},
+            "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
+                       "bad_step": self._bad_step, "steps": self._window_steps},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        self.rule.load_extra_state(state["rule"])
+        torch.set_rng_state(state["rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        for k, v in state["progress"].items():
+            setattr(self, k, v)
+        w = state["window"]
+        self._loss_sum, self._correct, self._seen = (w[k].to(self.device) for k in
+                                                     ("loss_sum", "correct", "seen"))
+        self._bad_step = w["bad_step"].to(self.device)
+        self._window_steps = w["steps"]
+
+    def summary(self) -> dict:
+        """summary.json's figures (the worker adds status, reason and wall time)."""
+        layers = (self.last_diag or {}).get("layers", {})
+        return {"test_acc": self.test and self.test["acc"],
+                "test_loss": self.test and self.test["loss"],
+                "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
+                "final_train_loss": self.final_train_loss, "steps": self.step,
+                "epochs": self.epoch, "device": str(self.device), "wall_s": self.wall_s,
+                "config": self.cfg.model_dump(mode="json"), "layers": layers}
+
+
+def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+    """The whole run as one call: build, then stream events."""
+    yield from Trainer(cfg).events(should_stop)
