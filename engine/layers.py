@@ -31,47 +31,17 @@ def _feedback_for(layer: nn.Module, weight: Tensor) -> Tensor | None:
     return weight if rule.exact else rule.backward_weight(layer, weight)
 
 
-class _LinearFn(torch.autograd.Function):
+class _RuleFn(torch.autograd.Function):
+    """The forward op of a weight layer with the rule's backward. The layer supplies both
+    halves (`native` and `rule_grads`); this class only does the bookkeeping shared by all."""
+
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: nn.Module) -> Tensor:
         ctx.layer = layer
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight)
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    @custom_bwd(device_type="cuda")
-    def backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
-        layer, rule = ctx.layer, ctx.layer.rule
-        if rule.recorder is not None:
-            rule.recorder.error(layer, grad_out)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            b = _feedback_for(layer, weight)
-            if b is None:
-                grad_x = rule.input_error(layer, grad_out, x.shape)
-            else:
-                grad_x = grad_out @ b.to(grad_out.dtype)
-        g = grad_out.reshape(-1, grad_out.shape[-1])
-        if ctx.needs_input_grad[1]:
-            grad_w = (g.t() @ x.reshape(-1, x.shape[-1]).to(g.dtype)).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0).to(weight.dtype)
-        if rule.adapting:
-            rule.after_backward(layer, x, grad_out)
-        return grad_x, grad_w, grad_b, None
-
-
-class _Conv2dFn(torch.autograd.Function):
-    @staticmethod
-    @custom_fwd(device_type="cuda")
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: nn.Module) -> Tensor:
-        ctx.layer = layer
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return layer.native(x, weight, bias)
 
     @staticmethod
     @custom_bwd(device_type="cuda")
@@ -81,24 +51,10 @@ class _Conv2dFn(torch.autograd.Function):
         if rule.recorder is not None:
             rule.recorder.error(layer, grad_out)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        b = _feedback_for(layer, weight) if need_x else weight
-        # One fused call: grad_input uses the feedback tensor, grad_weight depends only on
-        # x and grad_out (the weight argument only supplies its shape there).
-        dt = grad_out.dtype
-        grad_x, grad_w, grad_b = _conv_backward(
-            grad_out, x.to(dt), (weight if b is None else b).to(dt),
-            [weight.shape[0]] if ctx.has_bias else None,
-            layer.stride, layer.padding, layer.dilation, False, [0, 0], layer.groups,
-            [need_x and b is not None, need_w, ctx.has_bias and need_b])
-        if need_x and b is None:
-            grad_x = rule.input_error(layer, grad_out, x.shape)
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
-        if grad_b is not None:
-            grad_b = grad_b.to(weight.dtype)
+        grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
         if rule.adapting:
             rule.after_backward(layer, x, grad_out)
-        return grad_x, grad_w, grad_b, None
+        return (*grads, None)
 
 
 class RuleLayer:
@@ -113,28 +69,53 @@ class RuleLayer:
     out_shape: tuple[int, ...]   # per-sample output shape seen at attach
     init_dist: str      # 'uniform' or 'normal': the forward init's family
 
-    def _native(self) -> bool:
-        return self.rule.exact_rule and self.rule.recorder is None and not self.rule.exact
-
-    def _record_input(self, x: Tensor) -> None:
-        if self.rule.recorder is not None:
-            self.rule.recorder.input(self, x)
+    def forward(self, x: Tensor) -> Tensor:
+        rule = self.rule
+        if rule.exact_rule and rule.recorder is None and not rule.exact:
+            return self.native(x, self.weight, self.bias)
+        if rule.recorder is not None:
+            rule.recorder.input(self, x)
+        return _RuleFn.apply(x, self.weight, self.bias, self)
 
 
 class RuleLinear(RuleLayer, nn.Linear):
-    def forward(self, x: Tensor) -> Tensor:
-        if self._native():
-            return F.linear(x, self.weight, self.bias)
-        self._record_input(x)
-        return _LinearFn.apply(x, self.weight, self.bias, self)
+    def native(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    def rule_grads(self, x: Tensor, weight: Tensor, grad_out: Tensor, need_x: bool,
+                   need_w: bool, need_b: bool) -> tuple[Tensor | None, ...]:
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            b = _feedback_for(self, weight)
+            grad_x = (self.rule.input_error(self, grad_out, x.shape) if b is None
+                      else grad_out @ b.to(grad_out.dtype))
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        if need_w:
+            grad_w = (g.t() @ x.reshape(-1, x.shape[-1]).to(g.dtype)).to(weight.dtype)
+        if need_b:
+            grad_b = g.sum(0).to(weight.dtype)
+        return grad_x, grad_w, grad_b
 
 
 class RuleConv2d(RuleLayer, nn.Conv2d):
-    def forward(self, x: Tensor) -> Tensor:
-        if self._native():
-            return self._conv_forward(x, self.weight, self.bias)
-        self._record_input(x)
-        return _Conv2dFn.apply(x, self.weight, self.bias, self)
+    def native(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def rule_grads(self, x: Tensor, weight: Tensor, grad_out: Tensor, need_x: bool,
+                   need_w: bool, need_b: bool) -> tuple[Tensor | None, ...]:
+        b = _feedback_for(self, weight) if need_x else weight
+        # One fused call: grad_input uses the feedback tensor, grad_weight depends only on
+        # x and grad_out (the weight argument only supplies its shape there).
+        dt = grad_out.dtype
+        grad_x, grad_w, grad_b = _conv_backward(
+            grad_out, x.to(dt), (weight if b is None else b).to(dt),
+            [weight.shape[0]] if need_b else None,
+            self.stride, self.padding, self.dilation, False, [0, 0], self.groups,
+            [need_x and b is not None, need_w, need_b])
+        if need_x and b is None:
+            grad_x = self.rule.input_error(self, grad_out, x.shape)
+        return (grad_x, None if grad_w is None else grad_w.to(weight.dtype),
+                None if grad_b is None else grad_b.to(weight.dtype))
 
 
 def attach(model: nn.Module, rule: "Rule", example: Tensor) -> list[nn.Module]:
