@@ -241,10 +241,13 @@ def append_event(f, event: dict) -> None:
 
 
 def list_runs(runs_dir: Path) -> list[RunDir]:
-    """Every run directory (a folder holding config.toml) under `runs_dir`, newest first."""
+    """Every run directory (a folder holding config.toml) under `runs_dir`, newest first.
+    Hidden folders are skipped: the launcher builds a run in `.new-*` and renames it into
+    place, so a run appears complete or not at all."""
     if not runs_dir.is_dir():
         return []
-    runs = [RunDir(p) for p in runs_dir.iterdir() if (p / CONFIG).is_file()]
+    runs = [RunDir(p) for p in runs_dir.iterdir()
+            if not p.name.startswith(".") and (p / CONFIG).is_file()]
     return sorted(runs, key=lambda r: r.file(CONFIG).stat().st_mtime, reverse=True)
 
 

@@ -1,0 +1,518 @@
+"""`fa-tui`: the workbench's command line. With no sub-command it opens the TUI; the
+sub-commands run, watch and export runs headless (docs/cli.md).
+
+Torch-free, and quick to start: presets, the launcher and the exporter are imported inside the
+commands that need them. Every user mistake (bad preset, unknown run, bad option) is one
+message on stderr and exit status 2, never a traceback. `run` and `resume` exit 0 when every
+run ended `done`, 1 otherwise, 130 when interrupted.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import signal
+import socket
+import sys
+import time
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from engine.rundir import CONFIG, RunDir, list_runs, resolve_runs_dir
+from fa_tui.core.runtable import STATE_STYLE, build_row, best_val_acc, fmt_elapsed, progress_bar
+
+if TYPE_CHECKING:
+    from fa_tui.launch import RunProgress
+
+app = typer.Typer(
+    name="fa-tui", rich_markup_mode="rich", add_completion=True,
+    pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
+    help="A terminal workbench for biologically plausible learning rules.\n\n"
+         "With no command, opens the workbench (TUI) on the runs directory.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str) -> NoReturn:
+    """A user mistake: one message, exit status 2."""
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    raise typer.Exit(2)
+
+
+# --- shared options and helpers ---------------------------------------------------------------
+def _complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
+    chosen = ctx.params.get("runs_dir") or (ctx.parent.params.get("runs_dir") if ctx.parent else None)
+    return [r.name for r in list_runs(resolve_runs_dir(chosen)) if r.name.startswith(incomplete)]
+
+
+def _complete_presets(incomplete: str) -> list[str]:
+    from fa_tui.presets import shipped_presets
+    return [name for name in shipped_presets() if name.startswith(incomplete)]
+
+
+RunsDirOpt = Annotated[Optional[Path], typer.Option(
+    "--runs-dir", "-d", metavar="DIR", show_default=False,
+    help="Runs directory \\[default: $FA_TUI_RUNS, else ./runs].")]
+JobsOpt = Annotated[Optional[int], typer.Option(
+    "--jobs", "-j", metavar="N", min=1, show_default=False,
+    help="Runs at a time \\[default: the number of --gpus, else 1].")]
+GpusOpt = Annotated[Optional[str], typer.Option(
+    "--gpus", metavar="0,1,…", show_default=False,
+    help="GPU indices to spread the runs over (each worker sees one, as CUDA_VISIBLE_DEVICES).")]
+RunArgs = Annotated[list[str], typer.Argument(
+    metavar="RUN", show_default=False, autocompletion=_complete_runs,
+    help="Run directories, or names of runs under the runs directory.")]
+
+
+def _runs_dir(ctx: typer.Context, option: Path | None) -> Path:
+    """The sub-command's --runs-dir, else the one given before the sub-command, else the
+    environment, else ./runs."""
+    return resolve_runs_dir(option or ctx.obj)
+
+
+def _resolve_run(arg: str, root: Path) -> RunDir:
+    for candidate in (Path(arg), root / arg):
+        if (candidate / CONFIG).is_file():
+            return RunDir(candidate)
+    names = [r.name for r in list_runs(root)]
+    near = [n for n in names if n.startswith(arg)][:1] or difflib.get_close_matches(arg, names, n=1)
+    hint = f" Did you mean '{near[0]}'?" if near else " `fa-tui ls` lists the runs."
+    fail(f"no run '{arg}': not a run directory, and not a run under {root}.{hint}")
+
+
+def _parse_gpus(gpus: str | None) -> list[str]:
+    if gpus is None:
+        return []
+    items = [g.strip() for g in gpus.split(",")]
+    if not all(g.isdigit() for g in items):
+        fail(f"--gpus {gpus}: expected GPU indices separated by commas, e.g. --gpus 0,1")
+    return items
+
+
+def _config(run: RunDir) -> dict:
+    """config.toml, or {} when it cannot be read (a table still lists the run)."""
+    try:
+        return run.read_config()
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _state(state: str) -> Text:
+    return Text(state, STATE_STYLE.get(state, ""))
+
+
+def _add_row(table: Table, *cells: str | Text) -> None:
+    """Cells are data, never markup (a reason may quote "[16]", a name may hold brackets)."""
+    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+
+def _print_table(table: Table) -> None:
+    """Tables fit a terminal; piped into a file or grep they keep every cell whole."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        wide = Measurement.get(out, out.options.update(max_width=10_000), table).maximum
+        Console(width=max(out.width, wide), highlight=False, file=out.file).print(table)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2%}"
+
+
+# --- the TUI ----------------------------------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+        out.print(f"fa-tui {version('fa-tui')}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context, runs_dir: RunsDirOpt = None,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False
+          ) -> None:
+    ctx.obj = runs_dir
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        from fa_tui.app import run_app
+    except ModuleNotFoundError as e:
+        err.print(f"[bold red]error:[/] the workbench (TUI) cannot start: {e}. The headless "
+                  "commands work: fa-tui --help")
+        raise typer.Exit(1) from None
+    run_app(resolve_runs_dir(runs_dir))
+
+
+# --- run / resume -----------------------------------------------------------------------------
+@app.command()
+def run(ctx: typer.Context,
+        preset: Annotated[str, typer.Argument(
+            metavar="PRESET", show_default=False, autocompletion=_complete_presets,
+            help="A preset file, or the name of a shipped preset (fa-tui presets).")],
+        sets: Annotated[Optional[list[str]], typer.Option(
+            "--set", "-s", metavar="KEY=VALUE", show_default=False,
+            help="Override a preset value, e.g. --set optim.lr=0.05 (repeatable).")] = None,
+        runs_dir: RunsDirOpt = None, jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
+    """Run a preset (every run of its sweep) and follow it to the end.
+
+    Nothing is created when the preset has a mistake. Workers run in their own sessions:
+    Ctrl-C stops them cleanly (resumable), a lost terminal (SSH) does not."""
+    from fa_tui.presets import PresetError, load_preset
+    gpu_list = _parse_gpus(gpus)
+    try:
+        configs = load_preset(preset, sets or [])
+    except PresetError as e:
+        fail(str(e))
+    if gpu_list:
+        for cfg in configs:
+            if cfg.run.device in ("cpu", "mps"):
+                fail(f"{cfg.run.name}: run.device = {cfg.run.device!r} but --gpus was given; "
+                     f"drop --gpus or --set run.device=auto")
+        # each worker sees only its GPU, as cuda:0
+        configs = [c.model_copy(update={"run": c.run.model_copy(update={"device": "cuda"})})
+                   for c in configs]
+    root = _runs_dir(ctx, runs_dir)
+    from fa_tui.launch import create_run
+    try:
+        runs = [create_run(root, cfg, cfg.run.name) for cfg in configs]
+    except OSError as e:
+        fail(f"cannot create runs under {root}: {e.strerror or e}")
+    out.print(f"{len(runs)} run{'s' * (len(runs) != 1)} under {root}", markup=False)
+    _follow(runs, jobs or len(gpu_list) or 1, gpu_list, resume=False)
+
+
+@app.command()
+def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
+           jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
+    """Continue stopped or failed runs from their last checkpoint and follow them.
+
+    A run without a checkpoint (it died before its first epoch) starts over."""
+    from fa_tui.launch import worker_alive
+    root = _runs_dir(ctx, runs_dir)
+    gpu_list = _parse_gpus(gpus)
+    targets = list({r.path.resolve(): r for r in (_resolve_run(a, root) for a in runs)}.values())
+    for target in targets:
+        status = target.read_status()
+        if status.state == "running" and worker_alive(status):
+            fail(f"{target.name} is running (pid {status.pid} on {status.host}); "
+                 f"nothing to resume")
+        if status.state == "done":
+            fail(f"{target.name} is done; nothing to resume")
+        if status.state == "diverged":
+            fail(f"{target.name} diverged ({status.reason}); resuming would repeat the same "
+                 f"steps. Start a new run instead, e.g. with a lower optim.lr")
+    for target in targets:
+        how = "from its checkpoint" if target.has_checkpoint() else "from scratch (no checkpoint)"
+        out.print(f"resuming {target.name} {how}", markup=False)
+    _follow(targets, jobs or len(gpu_list) or 1, gpu_list, resume=True)
+
+
+def _follow(runs: list[RunDir], jobs: int, gpus: list[str], resume: bool) -> NoReturn:
+    """Run the queue with a live view, then print the summary table and exit."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fa_tui.launch import run_queue
+    latest: list[RunProgress] = []
+
+    def raise_interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)     # e.g. a job scheduler: stop cleanly
+    signal.signal(signal.SIGHUP, _detach)              # SSH dropped: carry on, output discarded
+    interrupted = False
+    try:
+        if out.is_terminal:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                          console=out) as bars:
+                tasks = {r.name: bars.add_task(r.name, start=False, state="queued") for r in runs}
+
+                def draw(progress: list[RunProgress]) -> None:
+                    latest[:] = progress
+                    for p in progress:
+                        task = tasks[p.run.name]
+                        if p.state != "queued":
+                            bars.start_task(task)
+                        style = STATE_STYLE.get(p.state, "")
+                        gpu = f" gpu {p.gpu}" if p.gpu is not None else ""
+                        bars.update(task, completed=p.step, total=p.total,
+                                    state=f"[{style}]{p.state}[/]{gpu}" if style else p.state)
+                        if p.finished:
+                            bars.stop_task(task)
+                run_queue(runs, jobs, gpus, draw, resume=resume)
+        else:
+            said: dict[str, str] = {}
+
+            def log(progress: list[RunProgress]) -> None:
+                latest[:] = progress
+                for p in progress:
+                    if said.get(p.run.name) != p.state:
+                        said[p.run.name] = p.state
+                        where = f" on GPU {p.gpu}" if p.gpu is not None and not p.finished else ""
+                        why = f": {p.reason}" if p.reason and p.finished else ""
+                        out.print(f"{time.strftime('%H:%M:%S')} {p.run.name} {p.state}{where}{why}",
+                                  markup=False)
+            run_queue(runs, jobs, gpus, log, resume=resume)
+    except KeyboardInterrupt:
+        interrupted = True
+    _summary(latest)
+    if interrupted:
+        stopped = [p.run.name for p in latest if p.state == "stopped"]
+        root = runs[0].path.parent
+        where = "" if root.resolve() == resolve_runs_dir().resolve() else f" -d {root}"
+        err.print("interrupted: running workers were stopped (checkpointed) and queued runs "
+                  "not started." + (f" Continue with: fa-tui resume{where} {' '.join(stopped)}"
+                                    if stopped else ""), soft_wrap=True)
+        raise typer.Exit(130)
+    raise typer.Exit(0 if latest and all(p.state == "done" for p in latest) else 1)
+
+
+def _detach(*_: object) -> None:
+    """The terminal went away: point stdin/stdout/stderr at /dev/null so that printing cannot
+    fail, and keep running the queue (like nohup). The workers never saw the hang-up."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def _summary(progress: list[RunProgress]) -> None:
+    from fa_tui.export import ExportError, record
+    table = Table(title="summary", title_justify="left")
+    for col in ("run", "rule", "state", "best val", "test acc"):
+        table.add_column(col, justify="right" if col in ("best val", "test acc") else "left")
+    notes = []
+    for p in progress:
+        try:
+            rec = record(p.run)
+        except ExportError:
+            rec = {"config": {}}
+        _add_row(table, p.run.name, rec["config"].get("rule", {}).get("name", "?"),
+                 _state(p.state), _pct(rec.get("best_val_acc")), _pct(rec.get("test_acc")))
+        if p.state != "done" and p.reason:
+            notes.append(f"{p.run.name}: {p.reason}")
+    _print_table(table)
+    for note in notes:
+        out.print(Text(note, "dim"))
+
+
+# --- stop -------------------------------------------------------------------------------------
+@app.command()
+def stop(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
+         wait: Annotated[bool, typer.Option("--wait", "-w",
+                                            help="Wait until the workers have exited.")] = False
+         ) -> None:
+    """Stop runs: the worker finishes its step, checkpoints and exits (resumable).
+    A queued run that has not started is marked stopped."""
+    from fa_tui.launch import stop as stop_run
+    root = _runs_dir(ctx, runs_dir)
+    targets = [_resolve_run(a, root) for a in runs]
+    waiting, code = [], 0
+    for target in targets:
+        status = target.read_status()
+        if status.state == "running" and status.host != socket.gethostname():
+            err.print(f"{target.name} runs on {status.host}: stop it there", markup=False)
+            code = 1
+        elif stop_run(target):
+            out.print(f"{target.name}: stop requested", markup=False)
+            waiting.append(target)
+        elif status.state == "running":       # a dead pid whose heartbeat is not stale yet
+            out.print(f"{target.name}: its worker (pid {status.pid}) is gone; nothing to stop",
+                      markup=False)
+        else:
+            out.print(f"{target.name}: not running ({status.state})", markup=False)
+    deadline = time.monotonic() + 600
+    while wait and waiting and time.monotonic() < deadline:
+        waiting = [t for t in waiting if t.read_status().active]
+        time.sleep(0.2)
+    if wait:
+        for target in targets:
+            out.print(Text.assemble(f"{target.name}: ", _state(target.read_status().state)))
+    raise typer.Exit(code)
+
+
+# --- ls / show / presets ----------------------------------------------------------------------
+@app.command("ls")
+def ls_(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
+    """List the runs (newest first); a run whose worker vanished shows as failed."""
+    root = _runs_dir(ctx, runs_dir)
+    runs = list_runs(root)
+    if not runs:
+        out.print(f"no runs under {root}", markup=False)
+        return
+    table = Table(title=str(root), title_justify="left")
+    for col in ("run", "state", "rule", "model", "data", "optim", "norm", "progress",
+                "best val", "elapsed", "reason"):
+        table.add_column(col, justify="right" if col in ("best val", "elapsed") else "left",
+                         overflow="fold", max_width=40 if col == "reason" else None)
+    now = time.time()
+    for r in runs:
+        status, summary = r.read_status(), r.read_summary()
+        live = best_val_acc(r.read_events()) if (summary or {}).get("best_val_acc") is None else None
+        row = build_row(r.name, status, _config(r), summary, live, now)
+        _add_row(table, row.name, _state(row.state), row.rule, row.model, row.data, row.optim,
+                 row.norm, progress_bar(row.progress) if row.total else str(row.step),
+                 _pct(row.best_val), fmt_elapsed(row.elapsed), Text(row.reason or "", "dim"))
+    _print_table(table)
+
+
+@app.command()
+def show(ctx: typer.Context,
+         run_arg: Annotated[str, typer.Argument(
+             metavar="RUN", show_default=False, autocompletion=_complete_runs,
+             help="A run directory, or the name of a run under the runs directory.")],
+         runs_dir: RunsDirOpt = None) -> None:
+    """One run in detail: status, config highlights, final metrics, per-layer diagnostics."""
+    from fa_tui.export import LAYER_METRICS, ExportError, record
+    target = _resolve_run(run_arg, _runs_dir(ctx, runs_dir))
+    try:
+        rec = record(target)
+    except ExportError as e:
+        fail(str(e))
+    status = target.read_status()
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    _add_row(info, "run", f"{target.name}  ({target.path})")
+    _add_row(info, "state", _state(status.state))
+    if status.reason:
+        _add_row(info, "reason", status.reason)
+    if status.pid:
+        _add_row(info, "worker", f"pid {status.pid} on {status.host}, device {status.device or '?'}")
+    _add_row(info, "progress", f"{status.step} / {status.total_steps or '?'} steps")
+    if status.started:
+        _add_row(info, "started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.started)))
+    for key, value in _highlights(rec["config"]):
+        _add_row(info, key, value)
+    for key, label in (("test_acc", "test acc"), ("best_val_acc", "best val acc"),
+                       ("final_val_acc", "final val acc")):
+        _add_row(info, label, _pct(rec.get(key)))
+    for key, label in (("test_loss", "test loss"), ("final_train_loss", "final train loss")):
+        if rec.get(key) is not None:
+            _add_row(info, label, f"{rec[key]:.4f}")
+    if rec.get("wall_s") is not None:
+        _add_row(info, "wall time", fmt_elapsed(rec["wall_s"]))
+    out.print(info)
+    if rec.get("layers"):
+        layers = Table(title="per layer (last diagnostics)", title_justify="left")
+        layers.add_column("layer")
+        for m in LAYER_METRICS:
+            layers.add_column(m, justify="right")
+        for name, metrics in rec["layers"].items():
+            _add_row(layers, name, *("–" if metrics.get(m) is None else f"{metrics[m]:.2f}"
+                                     for m in LAYER_METRICS))
+        _print_table(layers)
+    if status.state in ("failed", "diverged"):
+        tail = target.log_tail(15)
+        if tail:
+            out.print(Text("worker.log (end):", "bold"))
+            out.print(Text("\n".join(tail), "dim"))
+
+
+def _highlights(cfg: dict) -> list[tuple[str, str]]:
+    """The config in a few readable lines (the whole of it is config.toml)."""
+    rule, model, data, optim, train, norm, run_ = (
+        cfg.get(s, {}) for s in ("rule", "model", "data", "optim", "train", "norm", "run"))
+    rule_text = rule.get("name", "?")
+    if rule_text == "ldfa":
+        rule_text += f", rank {rule.get('rank')}, adapt {rule.get('adapt')}"
+    if rule.get("scale", 1.0) != 1.0:
+        rule_text += f", scale {rule['scale']}"
+    name = model.get("name", "?")
+    model_text = {"mlp": f"mlp {model.get('width')}×{model.get('depth')}",
+                  "vit": f"vit {model.get('width')}×{model.get('depth')}, patch {model.get('patch')}",
+                  "cnn": f"cnn {model.get('widths')}"}.get(name, name)
+    model_text += f", {model.get('activation', '?')}"
+    data_text = data.get("name", "?")
+    if data_text == "synthetic":
+        data_text += f" {data.get('shape')}, {data.get('classes')} classes"
+    optim_text = f"{optim.get('name', '?')}, lr {optim.get('lr')}, {optim.get('schedule', 'constant')}"
+    train_text = f"{train.get('epochs')} epochs, batch {train.get('batch_size')}"
+    return [("rule", rule_text), ("model", model_text), ("data", data_text),
+            ("optim", optim_text), ("norm", norm.get("name", "?")), ("train", train_text),
+            ("seed", str(run_.get("seed", "?")))]
+
+
+@app.command()
+def presets() -> None:
+    """The shipped presets, with their descriptions."""
+    from fa_tui.presets import PresetError, describe, load_plan, shipped_presets
+    table = Table(title="fa-tui run NAME", title_justify="left")
+    table.add_column("name")
+    table.add_column("runs", justify="right")
+    table.add_column("description")
+    for name, path in shipped_presets().items():
+        try:
+            count = str(len(load_plan(path, check_data=False).runs))
+        except PresetError:
+            count = Text("invalid", "red")
+        _add_row(table, name, count, describe(path))
+    _print_table(table)
+
+
+# --- export -----------------------------------------------------------------------------------
+class Format(str, Enum):
+    json = "json"
+    csv = "csv"
+    md = "md"
+    tex = "tex"
+
+
+@app.command()
+def export(ctx: typer.Context,
+           targets: Annotated[list[str], typer.Argument(
+               metavar="RUN_OR_DIR", show_default=False, autocompletion=_complete_runs,
+               help="Run directories, directories of runs, or run names.")],
+           fmt: Annotated[Optional[Format], typer.Option(
+               "--format", "-f", show_default=False,
+               help="Output format \\[default: from the -o suffix, else md].")] = None,
+           output: Annotated[Optional[Path], typer.Option(
+               "--output", "-o", metavar="FILE", show_default=False,
+               help="Write here instead of stdout.")] = None,
+           curves: Annotated[bool, typer.Option(
+               "--curves", help="Per-event metrics (one row per train/eval/diag/test event) "
+                                "instead of the summary table.")] = False,
+           plot: Annotated[Optional[Path], typer.Option(
+               "--plot", metavar="FILE", show_default=False,
+               help="Also draw accuracy, per-layer erank and angle curves (.png, .svg, .pdf; "
+                    "needs matplotlib).")] = None,
+           group: Annotated[bool, typer.Option(
+               "--group/--no-group", help="Merge runs that differ only by seed (mean ± std).")
+           ] = True,
+           layers: Annotated[bool, typer.Option(
+               "--layers/--no-layers", help="Per-layer diagnostics columns.")] = True,
+           runs_dir: RunsDirOpt = None) -> None:
+    """Export runs as a table (json, csv, md, tex), per-step curves, or a plot."""
+    from fa_tui.export import ExportError, curve_table, find_runs, plot as draw, render, summary_table
+    try:
+        runs = find_runs(targets, _runs_dir(ctx, runs_dir))
+        if fmt is None and output is not None and output.suffix.lstrip(".") in Format.__members__:
+            fmt = Format(output.suffix.lstrip("."))
+        table_wanted = not (plot and fmt is None and output is None and not curves)
+        if table_wanted:
+            table = curve_table(runs) if curves else summary_table(runs, group, layers)
+            text = render(table, (fmt or (Format.csv if curves else Format.md)).value)
+            if output is None:
+                sys.stdout.write(text)
+            else:
+                output.write_text(text, encoding="utf-8")
+                err.print(f"wrote {len(table.rows)} rows to {output}")
+        if plot:
+            draw(runs, plot)
+            err.print(f"wrote {plot}")
+    except ExportError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"{e.filename or ''}: {e.strerror or e}")
+
+
+def main() -> None:
+    """Console-script entry point (pyproject: fa-tui = fa_tui.cli:main)."""
+    app()

@@ -1,0 +1,387 @@
+"""Tables, curves and plots of runs for papers and scripts (`fa-tui export`). Torch-free.
+
+Summary table: one row per run — the key config fields (rule, model, data, optim, norm, lr,
+plus every other config key that differs between the exported runs), the state, the test and
+validation accuracies and, per weight layer, the final diagnostics of summary.json. Runs whose
+configs differ only by seed form one row with mean ± sample std and n, which is what a paper
+reports. A run without summary.json (still running, or killed) is exported from its events,
+so no metric is lost.
+
+Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
+columns. Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
+accuracies in percent, json and csv keep raw fractions at full precision.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from engine.rundir import CONFIG, RunDir, iter_metric, list_runs
+
+FORMATS = ("json", "csv", "md", "tex")
+#: column -> dotted config key, always shown
+KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
+               "optim": "optim.name", "norm": "norm.name", "lr": "optim.lr"}
+#: config keys that do not define the experiment: seeds are grouped over, the rest ignored
+NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download")
+RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
+LAYER_METRICS = ("erank_err", "erank_err_bp", "angle_delta", "angle_grad", "angle_weight")
+CURVE_EVENTS = ("train", "eval", "diag", "test")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+class ExportError(Exception):
+    """A mistake the user can fix (unknown run, bad output name, matplotlib missing)."""
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over the seeds of one condition; `std` is the sample std (None for n < 2)."""
+    mean: float | None
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> Stat:
+        xs = [v for v in values if v is not None]
+        return cls(statistics.fmean(xs) if xs else None,
+                   statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- which runs -----------------------------------------------------------------------------
+def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> list[RunDir]:
+    """Each target is a run directory, a directory of runs (all of them, by name), or the name
+    of a run under `runs_dir`. Duplicates are dropped, order is kept."""
+    found: dict[Path, RunDir] = {}
+    for target in targets:
+        path = Path(target)
+        if (path / CONFIG).is_file():
+            runs = [RunDir(path)]
+        elif path.is_dir():
+            runs = sorted(list_runs(path), key=lambda r: r.name)
+            if not runs:
+                raise ExportError(f"{target}: no runs in this directory (a run directory holds "
+                                  f"{CONFIG})")
+        elif runs_dir is not None and (Path(runs_dir) / target / CONFIG).is_file():
+            runs = [RunDir(Path(runs_dir) / target)]
+        else:
+            where = f" nor a run under {runs_dir}" if runs_dir is not None else ""
+            raise ExportError(f"{target}: not a run directory, a directory of runs{where}. "
+                              f"`fa-tui ls` lists the runs.")
+        for run in runs:
+            found.setdefault(run.path.resolve(), run)
+    return list(found.values())
+
+
+def record(run: RunDir) -> dict:
+    """summary.json plus name, state (a dead worker reads as failed) and config.toml; for a
+    run without a summary, the same figures recovered from its events."""
+    try:
+        config = run.read_config()
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ExportError(f"{run.path}: unreadable {CONFIG}: {e}") from None
+    status = run.read_status()
+    summary = run.read_summary() or _from_events(run.read_events())
+    return {**summary, "name": run.name, "status": status.state,
+            "reason": status.reason or summary.get("reason"), "config": config}
+
+
+def _from_events(events: list[dict]) -> dict:
+    _, accs = iter_metric(events, "eval", "acc")
+    test = next((e for e in reversed(events) if e.get("type") == "test"), {})
+    diag = next((e for e in reversed(events) if e.get("type") == "diag"), {})
+    return {"test_acc": test.get("acc"), "test_loss": test.get("loss"),
+            "best_val_acc": max(accs, default=None), "final_val_acc": accs[-1] if accs else None,
+            "steps": max((e.get("step", 0) for e in events), default=0),
+            "layers": diag.get("layers", {})}
+
+
+# --- summary table --------------------------------------------------------------------------
+def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = True) -> Table:
+    """One row per condition (mean ± std over seeds) or, with group=False, per run."""
+    records = [record(r) for r in runs]
+    flats = [_flatten(r["config"]) for r in records]
+    config_cols = dict(KEY_COLUMNS)
+    shown = set(KEY_COLUMNS.values()) | set(NOT_CONDITIONS)
+    keys = list(dict.fromkeys(k for flat in flats for k in flat if k not in shown))
+    varying = [k for k in keys if len({_key(flat.get(k)) for flat in flats}) > 1]
+    short = Counter(k.rsplit(".", 1)[1] for k in varying)
+    taken = {"run", "n", "seeds", "seed", "status", *RUN_METRICS, *KEY_COLUMNS}
+    for k in varying:
+        label = k.rsplit(".", 1)[1]
+        config_cols[k if short[label] > 1 or label in taken else label] = k
+
+    layer_cols = []
+    if layers:
+        names = dict.fromkeys(name for r in records for name in (r.get("layers") or {}))
+        layer_cols = [f"{name}.{m}" for name in names for m in LAYER_METRICS
+                      if any(_layer_value(r, name, m) is not None for r in records)]
+
+    groups: dict[str, list[int]] = {}
+    for i, flat in enumerate(flats):
+        key = _key({k: v for k, v in flat.items() if k not in NOT_CONDITIONS}) if group else str(i)
+        groups.setdefault(key, []).append(i)
+
+    seed_cols = ["n", "seeds"] if group else ["seed"]
+    table = Table(["run", *config_cols, *seed_cols, "status", *RUN_METRICS, *layer_cols])
+    for members in groups.values():
+        recs = [records[i] for i in members]
+        first = flats[members[0]]
+        row: dict[str, Any] = {"run": _group_name([r["name"] for r in recs]) if group
+                               else recs[0]["name"]}
+        row.update({col: first.get(key) for col, key in config_cols.items()})
+        seeds = [flats[i].get("run.seed") for i in members]
+        if group:
+            row.update(n=len(recs), seeds=",".join(str(s) for s in seeds),
+                       runs=[r["name"] for r in recs])
+        else:
+            row["seed"] = seeds[0]
+        row["status"] = _states([r["status"] for r in recs])
+        for m in RUN_METRICS:
+            row[m] = Stat.of(r.get(m) for r in recs) if group else recs[0].get(m)
+        for col in layer_cols:
+            name, m = col.rsplit(".", 1)
+            vals = [_layer_value(r, name, m) for r in recs]
+            row[col] = Stat.of(vals) if group else vals[0]
+        table.rows.append(row)
+    return table
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _key(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def _layer_value(rec: dict, layer: str, metric: str) -> float | None:
+    return ((rec.get("layers") or {}).get(layer) or {}).get(metric)
+
+
+def _group_name(names: list[str]) -> str:
+    """The members' common name once their seed label is removed, else the first name."""
+    stripped = {re.sub(r"[-_]?seed=\d+", "", n) for n in names}
+    return stripped.pop() if len(stripped) == 1 else names[0]
+
+
+def _states(states: list[str]) -> str:
+    counts = Counter(states)
+    if len(counts) == 1:
+        return states[0]
+    return ", ".join(f"{s} {n}" for s, n in counts.most_common())
+
+
+# --- curves ---------------------------------------------------------------------------------
+def curve_table(runs: Sequence[RunDir]) -> Table:
+    """One row per train/eval/diag/test event of every run, in order; a diag event's layers
+    become `layer.metric` columns. A resumed run reads as one uninterrupted history."""
+    table = Table(["run", "type", "step", "epoch", "t"])
+    seen = set(table.columns)
+    for run in runs:
+        for event in run.read_events():
+            if event.get("type") not in CURVE_EVENTS:
+                continue
+            row = {"run": run.name}
+            for k, v in event.items():
+                if k == "layers":
+                    for layer, metrics in v.items():
+                        row.update({f"{layer}.{m}": x for m, x in metrics.items()})
+                elif k != "v":
+                    row[k] = v
+            for col in row:
+                if col not in seen:
+                    seen.add(col)
+                    table.columns.append(col)
+            table.rows.append(row)
+    return table
+
+
+# --- rendering ------------------------------------------------------------------------------
+def render(table: Table, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
+    return {"json": _json, "csv": _csv, "md": _markdown, "tex": _latex}[fmt](table)
+
+
+def _json(table: Table) -> str:
+    def plain(v: Any) -> Any:
+        if isinstance(v, Stat):
+            return {"mean": v.mean, "std": v.std, "n": v.n}
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+    rows = [{k: plain(v) for k, v in row.items()} for row in table.rows]
+    return json.dumps(rows, indent=1, allow_nan=False) + "\n"
+
+
+def _csv(table: Table) -> str:
+    """A Stat column becomes `col` (the mean) and `col_std`."""
+    stats = {c for c in table.columns if any(isinstance(r.get(c), Stat) for r in table.rows)}
+    header = [h for c in table.columns for h in ((c, f"{c}_std") if c in stats else (c,))]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        cells = []
+        for c in table.columns:
+            v = row.get(c)
+            if c in stats:
+                cells += [_raw(v.mean), _raw(v.std)] if isinstance(v, Stat) else [_raw(v), ""]
+            else:
+                cells.append(_raw(v))
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+def _raw(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return ",".join(_raw(x) for x in v)
+    return str(v)
+
+
+def _markdown(table: Table) -> str:
+    numeric = _numeric_columns(table)
+    lines = ["| " + " | ".join(_header(c) for c in table.columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in table.columns) + "|"]
+    for row in table.rows:
+        cells = [_shown(c, row.get(c), "md").replace("|", "\\|") for c in table.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex(table: Table) -> str:
+    numeric = _numeric_columns(table)
+    spec = "".join("r" if c in numeric else "l" for c in table.columns)
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+             " & ".join(_tex_escape(_header(c)) for c in table.columns) + " \\\\", "\\midrule"]
+    for row in table.rows:
+        lines.append(" & ".join(_shown(c, row.get(c), "tex") for c in table.columns) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _numeric_columns(table: Table) -> set[str]:
+    return {c for c in table.columns
+            if any(isinstance(r.get(c), (int, float, Stat)) and not isinstance(r.get(c), bool)
+                   for r in table.rows)}
+
+
+def _header(col: str) -> str:
+    return f"{col} (%)" if _is_acc(col) else col
+
+
+def _is_acc(col: str) -> bool:
+    return col.rsplit(".", 1)[-1].endswith("acc")
+
+
+def _number(col: str, x: float | None) -> str:
+    """Accuracies in percent (2 decimals), angles in degrees (1), ranks (2), else 4 digits."""
+    if x is None:
+        return "–"
+    metric = col.rsplit(".", 1)[-1]
+    if _is_acc(col):
+        return f"{100 * x:.2f}"
+    if metric.startswith("angle"):
+        return f"{x:.1f}"
+    if metric.startswith(("erank", "pr_")):
+        return f"{x:.2f}"
+    return f"{x:.4g}"
+
+
+def _shown(col: str, v: Any, fmt: str) -> str:
+    if isinstance(v, Stat):
+        if v.mean is None:
+            return "–"
+        if v.std is None:
+            return _number(col, v.mean)
+        mean, std = _number(col, v.mean), _number(col, v.std)
+        return f"${mean} \\pm {std}$" if fmt == "tex" else f"{mean} ± {std}"
+    if isinstance(v, float):
+        return _number(col, v)
+    text = "–" if v is None else _raw(v)
+    return _tex_escape(text) if fmt == "tex" else text
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex_escape(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+# --- plot -----------------------------------------------------------------------------------
+def plot(runs: Sequence[RunDir], path: Path) -> None:
+    """Accuracy, per-layer erank of the error signal and per-layer angle to the BP error over
+    training, one colour per run (per layer when there is one run; else deeper layers are
+    drawn more opaque). matplotlib is an optional extra, imported only here."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ExportError(f"--plot {path}: the file name must end in "
+                          f"{', '.join(PLOT_SUFFIXES)}")
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ExportError("--plot needs matplotlib, an optional extra: "
+                          "pip install 'fa-tui[plot]'") from None
+    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    acc_ax, rank_ax, angle_ax = fig.subplots(1, 3)
+    run_colors = matplotlib.colormaps["tab10"]
+    layer_colors = matplotlib.colormaps["viridis"]
+    for i, run in enumerate(runs):
+        events = run.read_events()
+        color = run_colors(i % 10)
+        xs, ys = iter_metric(events, "eval", "acc")
+        acc_ax.plot(xs, [100 * y for y in ys], color=color, marker=".", label=f"{run.name} val")
+        xs, ys = iter_metric(events, "train", "acc")
+        acc_ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.5, linestyle=":",
+                    label=f"{run.name} train")
+        diags = [e for e in events if e.get("type") == "diag"]
+        names = list(dict.fromkeys(n for e in diags for n in e.get("layers", {})))
+        for j, name in enumerate(names):
+            depth = (j + 1) / len(names)
+            style = ({"color": layer_colors(j / max(len(names) - 1, 1)), "label": name}
+                     if len(runs) == 1 else
+                     {"color": color, "alpha": 0.25 + 0.75 * depth,
+                      "label": run.name if j == len(names) - 1 else None})
+            for ax, metric in ((rank_ax, "erank_err"), (angle_ax, "angle_delta")):
+                pts = [(e["step"], e["layers"][name].get(metric)) for e in diags
+                       if name in e.get("layers", {})]
+                pts = [(x, y) for x, y in pts if y is not None]
+                if pts:
+                    ax.plot(*zip(*pts), **style)
+    acc_ax.set(title="accuracy", xlabel="step", ylabel="%")
+    rank_ax.set(title="effective rank of the error signal (erank_err)", xlabel="step")
+    angle_ax.set(title="angle to the BP error (angle_delta)", xlabel="step", ylabel="degrees")
+    for ax in (acc_ax, rank_ax, angle_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.savefig(path, dpi=150)

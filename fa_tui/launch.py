@@ -1,0 +1,251 @@
+"""Creating, starting, stopping and queueing runs. Torch-free: the CLI and the TUI use it.
+
+A run is started as its own process (`python -m engine.worker RUN_DIR`) in a new session, so
+it survives the CLI, the TUI and an SSH disconnect; everything that follows it reads the run
+directory (docs/run-directory.md). The launcher writes to a run directory only when no worker
+is there to do it: when it creates the run (`queued`), when it starts the worker (`running`
+with the child's pid, so a worker that dies before its first heartbeat is still detected),
+when a run is stopped before it started, and when a worker exited without a final status.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import tomli_w
+
+from engine.config import Config
+from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, Status, pid_alive
+
+#: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
+ROOT = Path(__file__).resolve().parent.parent
+GPU_LIST = re.compile(r"^\d+(,\d+)*$")
+
+
+def safe_name(name: str) -> str:
+    """A run name as a directory name: a portable character set, never hidden or empty."""
+    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", name).lstrip(".") or "run"
+
+
+def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
+    """A new run directory under `runs_dir` holding config.toml and a `queued` status.
+
+    The directory is named after `name` (default `cfg.run.name`), with `-2`, `-3`… appended
+    when taken; config.toml's run.name is that final name, so names in tables and exports
+    match folders. It is built in a hidden temporary folder and renamed into place, so no
+    reader ever sees a half-created run, and concurrent launchers never share a name."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    base = safe_name(name or cfg.run.name)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=runs_dir))
+    try:
+        n = 1
+        while True:
+            final = base if n == 1 else f"{base}-{n}"
+            n += 1
+            if (runs_dir / final).exists():
+                continue
+            named = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": final})})
+            text = tomli_w.dumps(named.model_dump(mode="json", exclude_none=True))
+            (tmp / CONFIG).write_text(text, encoding="utf-8")
+            RunDir(tmp).write_status(Status(state="queued"))
+            try:
+                os.rename(tmp, runs_dir / final)
+            except OSError as e:            # another launcher took the name meanwhile
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                continue
+            return RunDir(runs_dir / final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subprocess.Popen:
+    """Start the worker of `run` in its own session, output appended to worker.log.
+
+    `gpu` is a GPU index or list ("1", "0,1") that becomes CUDA_VISIBLE_DEVICES; any other
+    value (None, "auto", "cpu", "cuda:1") leaves the environment alone and the config's
+    run.device decides. The caller may wait() on the returned process or drop it."""
+    cmd = [sys.executable, "-m", "engine.worker", str(run.path.resolve())]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    visible = gpu if gpu and GPU_LIST.match(gpu) else None
+    if visible:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    header = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}"
+              + (f" CUDA_VISIBLE_DEVICES={visible}" if visible else "") + " ---\n")
+    previous = run.read_status()
+    with open(run.file(LOG), "ab") as log:
+        log.write(header.encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # the worker rewrites this within seconds; until then it shows the run as started, and
+    # if the worker dies before that, the dead pid makes readers show it as failed
+    run.write_status(Status(state="running", pid=proc.pid, started=time.time(),
+                            step=previous.step, total_steps=previous.total_steps,
+                            device=previous.device))
+    return proc
+
+
+def worker_alive(status: Status) -> bool:
+    """Whether the worker that wrote `status` still runs: on this host its pid must be alive
+    and still be a worker (pids are reused); on another host its heartbeat must be fresh."""
+    if status.host != socket.gethostname():
+        return status.active and not status.is_stale()
+    if not pid_alive(status.pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{status.pid}/cmdline").read_bytes()
+    except OSError:            # no /proc (macOS): trust the pid
+        return True
+    return b"engine.worker" in cmdline
+
+
+def stop(run: RunDir) -> bool:
+    """Ask a run to stop. A live worker gets SIGTERM: it finishes its step, checkpoints and
+    writes `stopped` (resumable). A run still waiting in a queue is marked `stopped` so the
+    queue skips it. Returns False when there was nothing this host could stop."""
+    status = run.read_status()
+    if status.state == "queued":
+        status.state, status.reason = "stopped", "stopped before it started"
+        run.write_status(status)
+        return True
+    if status.state != "running" or status.host != socket.gethostname():
+        return False
+    if not worker_alive(status):
+        return False
+    try:
+        os.kill(status.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class RunProgress:
+    """What a queue knows about one of its runs; `on_update` receives the list of them."""
+    run: RunDir
+    state: str = "queued"
+    step: int = 0
+    total: int | None = None
+    gpu: str | None = None
+    reason: str | None = None
+    returncode: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ACTIVE_STATES
+
+
+@dataclass
+class _Slot:
+    progress: RunProgress
+    proc: subprocess.Popen
+    events: EventLog
+    gpu_index: int | None
+
+
+def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None = None,
+              on_update: Callable[[list[RunProgress]], None] = lambda progress: None,
+              resume: bool = False, poll_s: float = 0.5) -> list[RunProgress]:
+    """Run `runs` with at most `jobs` workers at a time, in order, until all have ended.
+
+    Each new worker gets the GPU of `gpus` that has the fewest of this queue's workers (ties:
+    the first), i.e. round-robin that refills a GPU as soon as its run ends. A queued run that
+    was stopped before its turn (`fa-tui stop`) is skipped. Progress comes from the events
+    (steps) and status.json (state); `on_update` is called after every poll with the same
+    list, which is also returned.
+
+    On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) running workers are
+    stopped — they checkpoint — and waited for, runs not yet started are marked stopped, and
+    the interrupt is raised again."""
+    progress = [RunProgress(run) for run in runs]
+    pending = deque(progress)
+    slots: list[_Slot] = []
+    try:
+        while pending or slots:
+            while pending and len(slots) < jobs:
+                p = pending.popleft()
+                if not resume and p.run.read_status().state != "queued":
+                    _read_final(p)          # stopped (or taken over) before its turn
+                    continue
+                index = _pick_gpu(gpus, slots)
+                p.gpu = gpus[index] if index is not None else None
+                proc = spawn(p.run, p.gpu, resume)
+                slots.append(_Slot(p, proc, EventLog(p.run.file(EVENTS)), index))
+                p.state = "running"
+            for slot in list(slots):
+                _poll(slot)
+                if slot.proc.poll() is not None:
+                    _poll(slot)             # the last events
+                    slot.progress.returncode = slot.proc.returncode
+                    _read_final(slot.progress)
+                    slots.remove(slot)
+            on_update(progress)
+            if pending or slots:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for p in pending:
+            stop(p.run)
+            _read_final(p)
+        for slot in slots:
+            stop(slot.progress.run)
+        for slot in slots:
+            slot.progress.returncode = slot.proc.wait()
+            _poll(slot)
+            _read_final(slot.progress)
+        on_update(progress)
+        raise
+    return progress
+
+
+def _pick_gpu(gpus: Sequence[str] | None, slots: list[_Slot]) -> int | None:
+    if not gpus:
+        return None
+    load = Counter(s.gpu_index for s in slots)
+    return min(range(len(gpus)), key=lambda i: (load[i], i))
+
+
+def _poll(slot: _Slot) -> None:
+    """Step from the newest events (smoother than the 5 s heartbeat), total from the status."""
+    p = slot.progress
+    for event in slot.events.poll():
+        p.step = event.get("step", p.step)
+        p.total = event.get("total_steps", p.total)
+    status = p.run.read_status()
+    p.total = status.total_steps or p.total
+    p.step = max(p.step, status.step)
+    p.reason = status.reason
+
+
+def _read_final(p: RunProgress) -> None:
+    """The state after the worker exited. A worker that exited without writing a final state
+    (killed, out of memory, crashed in the interpreter) can no longer write one: record it as
+    failed here, with its exit status, instead of leaving `running` until the heartbeat ages."""
+    status = p.run.read_status()
+    if p.returncode is not None and status.state in ACTIVE_STATES:
+        rc = p.returncode
+        how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
+               else f"exited with status {rc}")
+        status.state = "failed"
+        status.reason = f"worker {how} before writing its final state; see {LOG}"
+        p.run.write_status(status)
+    p.state, p.reason = status.state, status.reason
+    p.step = max(p.step, status.step)
+    p.total = status.total_steps or p.total
