@@ -22,16 +22,15 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torchvision import datasets
 
 from engine.config import DataCfg
 from engine.data_files import data_root, find_files, missing_files, search_dirs
 
 # The torchvision classes that read (and download) each dataset in torchvision's own layout.
-TORCHVISION: dict[str, type[datasets.VisionDataset]] = {
-    "mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST,
-    "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
-}
+#: torchvision dataset class per name, by class name so that torchvision (which doubles a
+#: worker's start-up) is imported only when a torchvision dataset is actually loaded.
+TORCHVISION: dict[str, str | type] = {
+    "mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 AUGMENTED = ("cifar10", "cifar100")
 CROP_PAD = 4            # CIFAR augmentation: random crop of the image zero-padded by 4 pixels
@@ -92,6 +91,9 @@ def _as_nchw(images) -> torch.Tensor:
 def _from_torchvision(cfg: DataCfg) -> tuple[torch.Tensor, ...]:
     """Train and test through torchvision's class, downloading when cfg.download allows."""
     cls, root = TORCHVISION[cfg.name], str(data_root(cfg))
+    if isinstance(cls, str):
+        from torchvision import datasets
+        cls = getattr(datasets, cls)
     try:
         parts = [cls(root, train=train, download=cfg.download) for train in (True, False)]
     except (RuntimeError, OSError) as e:  # offline downloads raise URLError, an OSError

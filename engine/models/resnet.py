@@ -17,7 +17,6 @@ from __future__ import annotations
 from functools import partial
 
 from torch import nn
-from torchvision.models import resnet18
 
 from engine.config import ModelCfg
 from engine.norm import norm_2d
@@ -27,6 +26,8 @@ def build_resnet18(cfg: ModelCfg, norm: str, input_shape: tuple[int, ...],
                    classes: int) -> nn.Module:
     if len(input_shape) != 3:
         raise ValueError(f"resnet18 needs C×H×W inputs, got shape {input_shape}")
+    from torchvision.models import resnet18  # here, not at the top: torchvision doubles start-up
+
     model = resnet18(weights=None, num_classes=classes, norm_layer=partial(norm_2d, norm))
     model.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
