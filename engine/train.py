@@ -198,7 +198,8 @@ class Trainer:
         t0 = time.perf_counter() - self.wall_s
         self.model.train()
         yield self.start_event()
-        if self.diag is not None and self.step == 0:
+        # the step-0 probe, once: a run stopped before its first step and resumed has it
+        if self.diag is not None and self.step == 0 and self.last_diag is None:
             yield self._measure(None)
         every, log_every, eval_every = cfg.metrics.every, cfg.train.log_every, cfg.train.eval_every
         while self.step < self.total_steps:
