@@ -1,0 +1,310 @@
+"""The Compose screen's model: which Config fields the form shows (and when), how the text in
+a field becomes values, sweeps, and validation by the very pydantic schema the worker uses.
+
+A numeric field may hold several comma-separated values (`lr = 0.1, 0.01`) and the seeds field
+a list or a range (`0-4`): the composition then expands into the grid of every combination.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
+
+from pydantic import ValidationError
+
+from engine.config import Config
+from engine.data_files import missing_files
+
+Values = Mapping[str, Any]
+MAX_RUNS = 64           # a sweep larger than this is almost surely a typo; the CLI has no cap
+SEEDS = "seeds"         # not Config paths: the seeds of a sweep (they set run.seed) and how
+JOBS = "jobs"           # many of its runs may train at the same time
+DEVICE = "run.device"
+
+
+def _is(path: str, *names: str) -> Callable[[Values], bool]:
+    return lambda v: v.get(path) in names
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    path: str
+    label: str
+    when: Callable[[Values], bool] | None = None
+
+    def visible(self, values: Values) -> bool:
+        return self.when is None or self.when(values)
+
+
+_ldfa = _is("rule.name", "ldfa")
+FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
+    ("Rule", (
+        FieldSpec("rule.name", "rule"),
+        FieldSpec("rule.rank", "rank", _ldfa),
+        FieldSpec("rule.adapt", "adapt", _ldfa),
+        FieldSpec("rule.feedback_lr", "feedback lr",
+                  lambda v: _ldfa(v) and v.get("rule.adapt") != "fixed"),
+        FieldSpec("rule.feedback_norm", "feedback norm", _is("rule.name", "dfa")),
+        FieldSpec("rule.init", "feedback init", lambda v: v.get("rule.name") != "bp"),
+        FieldSpec("rule.scale", "feedback scale", lambda v: v.get("rule.name") != "bp"),
+        FieldSpec("norm.name", "norm"))),
+    ("Optimiser", (
+        FieldSpec("optim.name", "optimiser"),
+        FieldSpec("optim.lr", "lr"),
+        FieldSpec("optim.momentum", "momentum", _is("optim.name", "sgd", "muon")),
+        FieldSpec("optim.nesterov", "nesterov", _is("optim.name", "sgd")),
+        FieldSpec("optim.adamw_lr", "adamw lr", _is("optim.name", "muon")),
+        FieldSpec("optim.weight_decay", "weight decay"),
+        FieldSpec("optim.schedule", "schedule"))),
+    ("Model", (
+        FieldSpec("model.name", "model"),
+        FieldSpec("model.width", "width", _is("model.name", "mlp", "vit")),
+        FieldSpec("model.depth", "depth", _is("model.name", "mlp", "vit")),
+        FieldSpec("model.bottleneck", "bottleneck", _is("model.name", "mlp")),
+        FieldSpec("model.widths", "widths", _is("model.name", "cnn")),
+        FieldSpec("model.patch", "patch", _is("model.name", "vit")),
+        FieldSpec("model.heads", "heads", _is("model.name", "vit")),
+        FieldSpec("model.activation", "activation", _is("model.name", "mlp", "cnn")))),
+    ("Data", (
+        FieldSpec("data.name", "dataset"),
+        FieldSpec("data.shape", "input shape", _is("data.name", "synthetic")),
+        FieldSpec("data.classes", "classes", _is("data.name", "synthetic")),
+        FieldSpec("data.train_size", "train size", _is("data.name", "synthetic")),
+        FieldSpec("data.test_size", "test size", _is("data.name", "synthetic")),
+        FieldSpec("data.val_size", "val size"),
+        FieldSpec("data.subset", "class subset", lambda v: v.get("data.name") != "synthetic"),
+        FieldSpec("data.augment", "augment", _is("data.name", "cifar10", "cifar100")))),
+    ("Training", (
+        FieldSpec("train.epochs", "epochs"),
+        FieldSpec("train.batch_size", "batch size"),
+        FieldSpec("metrics.every", "diag every"),
+        FieldSpec("metrics.probe_size", "probe size"))),
+    ("Run", (
+        FieldSpec("run.name", "name"),
+        FieldSpec(SEEDS, "seeds"),
+        FieldSpec(JOBS, "parallel"),
+        FieldSpec(DEVICE, "device"))),
+)
+FIELDS: dict[str, FieldSpec] = {f.path: f for _, group in FORM for f in group}
+
+
+# --- the schema, introspected ----------------------------------------------------------------
+def field_info(path: str):
+    """pydantic's FieldInfo of a dotted Config path."""
+    section, key = path.split(".")
+    return Config.model_fields[section].annotation.model_fields[key]
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def choices(path: str) -> tuple | None:
+    """The allowed values of a choice field (a Literal or a bool), else None."""
+    if path == DEVICE:
+        return device_choices()
+    if path in (SEEDS, JOBS):
+        return None
+    ann = _strip_optional(field_info(path).annotation)
+    if get_origin(ann) is Literal:
+        return get_args(ann)
+    return (True, False) if ann is bool else None
+
+
+def optional(path: str) -> bool:
+    """Whether the schema allows leaving the field unset (None)."""
+    return path not in (SEEDS, JOBS, DEVICE) and field_info(path).annotation != _strip_optional(
+        field_info(path).annotation)
+
+
+def kind(path: str) -> str:
+    """choice | list | number | text: decides the widget and how its text is parsed."""
+    if path in (SEEDS, JOBS):
+        return "text"
+    if choices(path) is not None:
+        return "choice"
+    ann = _strip_optional(field_info(path).annotation)
+    if get_origin(ann) in (list, tuple):
+        return "list"
+    return "number" if ann in (int, float) else "text"
+
+
+def description(path: str) -> str | None:
+    if path == SEEDS:
+        return "one seed, a list (0, 1, 2) or a range (0-4): one run per seed"
+    if path == JOBS:
+        return "runs of the sweep that train at the same time; the others wait, queued"
+    return field_info(path).description
+
+
+def device_choices() -> tuple[str, ...]:
+    """auto, cpu and one entry per NVIDIA GPU the driver lists (found without torch)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    n = len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    return ("auto", "cpu", *(f"cuda:{i}" for i in range(n)))
+
+
+# --- values <-> text ---------------------------------------------------------------------------
+def flatten(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """{"rule": {"rank": 10}} -> {"rule.rank": 10} (two levels: sections and keys)."""
+    return {f"{s}.{k}": v for s, sec in cfg.items() for k, v in sec.items()}
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path, v in flat.items():
+        section, key = path.split(".")
+        out.setdefault(section, {})[key] = v
+    return out
+
+
+def to_text(value: Any) -> str:
+    """How a value is written in an Input: lists comma-separated, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`3`, `0, 1, 2` or `0-4` (inclusive); raises ValueError with a readable message."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, dash, hi = part.partition("-")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(part)]
+        except ValueError:
+            raise ValueError(f"not a seed or a range: {part!r}") from None
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return seeds
+
+
+def axis(path: str, value: Any) -> list[Any]:
+    """The values one field contributes to the grid. Text is left for pydantic to convert
+    (so its messages are the schema's own); a number field splits on commas."""
+    if path == SEEDS:
+        return parse_seeds(str(value))
+    if not isinstance(value, str):
+        return [value]
+    text = value.strip()
+    empty = None if optional(path) else ""     # a cleared required field is an error, not a default
+    k = kind(path)
+    if k == "list":
+        items = [p.strip() for p in text.strip("[]()").split(",") if p.strip()]
+        return [items if items else (None if optional(path) else [])]
+    if k == "number":
+        return [p.strip() or empty for p in text.split(",")]
+    return [text or empty]
+
+
+# --- the grid and its validation --------------------------------------------------------------
+@dataclass
+class Composition:
+    configs: list[Config]
+    names: list[str]
+    errors: dict[str, str]        # field path -> message, shown next to the field
+    general: list[str]            # errors that belong to no single field
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # swept paths -> typed values
+    jobs: int = 1
+
+    def preset(self) -> dict[str, Any]:
+        """The composition as a preset document: the first config, with every swept key
+        moved into a [sweep] table (seeds as `seeds`), which load_preset expands back."""
+        doc = self.configs[0].model_dump(mode="json", exclude_none=True)
+        sweep = {}
+        for path, values in self.axes.items():
+            key = "run.seed" if path == SEEDS else path
+            section, name = key.split(".")
+            doc[section].pop(name, None)
+            sweep["seeds" if path == SEEDS else path] = values
+        return {**doc, "sweep": sweep} if sweep else doc
+
+
+def _message(err: dict) -> str:
+    return err["msg"].removeprefix("Value error, ")
+
+
+def run_name(base: str, point: Mapping[str, Any]) -> str:
+    """`base-rank=10-seed=1`: the swept values, in the style the preset loader names runs,
+    restricted to characters that are safe in a directory name."""
+    def label(path: str) -> str:          # rule.name -> rule, optim.lr -> lr, seeds -> seed
+        section, _, key = path.partition(".")
+        return "seed" if path == SEEDS else section if key == "name" else key
+
+    tags = [f"{label(p)}={to_text(v).replace(' ', '')}" for p, v in point.items()]
+    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", "-".join([base, *tags]))
+
+
+def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
+    """Expand `values` (field path -> widget value) over `base` (flattened config) into
+    every combination, validate each with Config, and name each run."""
+    errors: dict[str, str] = {}
+    axes: dict[str, list[Any]] = {}
+    jobs = str(values.get(JOBS, "1")).strip()
+    if not jobs.isdigit() or int(jobs) < 1:
+        errors[JOBS] = "a whole number of runs, at least 1"
+    for path, value in values.items():
+        if path == JOBS:
+            continue
+        try:
+            axes[path] = axis(path, value)
+        except ValueError as e:
+            errors[path] = str(e)
+    if errors:
+        return Composition([], [], errors, [])
+    total = 1
+    for vals in axes.values():
+        total *= len(vals)
+    if total > MAX_RUNS:
+        return Composition([], [], {}, [f"{total} runs in this sweep; at most {MAX_RUNS}"])
+
+    configs, names, general = [], [], []
+    varying = [p for p, vals in axes.items() if len(vals) > 1]
+    for combo in itertools.product(*axes.values()):
+        chosen = dict(zip(axes, combo))
+        flat = {**base, **{p: v for p, v in chosen.items() if p != SEEDS}}
+        flat["run.seed"] = chosen.get(SEEDS, flat.get("run.seed", 0))
+        nested = nest({p: v for p, v in flat.items() if v is not None})
+        try:
+            cfg = Config.model_validate(nested)
+        except ValidationError as e:
+            for err in e.errors():
+                path = ".".join(str(p) for p in err["loc"][:2])
+                target = path if path in FIELDS else SEEDS if path == "run.seed" else None
+                if target:
+                    errors.setdefault(target, _message(err))
+                elif _message(err) not in general:
+                    general.append(f"{path}: {_message(err)}")
+            continue
+        configs.append(cfg)
+        names.append(run_name(cfg.run.name, {p: chosen[p] for p in varying}))
+    for cfg in {c.data.model_dump_json(): c for c in configs}.values():
+        missing = missing_files(cfg.data, allow_download=cfg.data.download)
+        if missing:
+            errors["data.name"] = missing
+    if errors or general:
+        return Composition([], [], errors, general)
+    swept = {p: list(dict.fromkeys(_typed(c, p) for c in configs)) for p in varying}
+    return Composition(configs, names, {}, [], swept, int(jobs))
+
+
+def _typed(cfg: Config, path: str) -> Any:
+    """A config's validated value at a form path (seeds read run.seed). Only scalar fields
+    can be swept, so the value is hashable."""
+    section, key = ("run", "seed") if path == SEEDS else path.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def default_values() -> dict[str, Any]:
+    return flatten(Config().model_dump(mode="json"))
+

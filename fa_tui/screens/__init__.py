@@ -1,0 +1,1 @@
+"""Screens of the fa-tui app: Compose, Runs, Monitor (the app's modes) and the dialogs."""

@@ -1,0 +1,1 @@
+"""Widgets of the fa-tui app; each draws what a fa_tui.core function computed."""

@@ -1,0 +1,87 @@
+"""SVG snapshots of every screen on fixed run directories (tests/tui_fixtures.py): fixed
+timestamps, a frozen clock, no live process. Update after a deliberate change with
+`pytest tests/test_snapshots.py --snapshot-update`, and look at the SVGs before committing:
+docs/tui.md shows them as the screenshots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pytest_textual_snapshot import SVGImageExtension
+
+from fa_tui.app import FaApp
+from tui_fixtures import NOW, write_fixture_runs
+
+# pytest-textual-snapshot 1.0 names its extension with syrupy's old attribute; syrupy 7 reads
+# `file_extension` and would store `.raw` files. Keep them `.svg` whatever the versions, so
+# docs/tui.md can show them as they are.
+SVGImageExtension.file_extension = "svg"
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch) -> FaApp:
+    """The app on the fixture runs, with a relative runs path (so tmp_path never shows)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    write_fixture_runs(Path("runs"))
+    return FaApp(Path("runs"), clock=lambda: NOW)
+
+
+async def _loaded(pilot) -> None:
+    """Until the poller has delivered twice (the second time with Monitor's events)."""
+    start = pilot.app.polls
+    while pilot.app.polls < start + 2:
+        await pilot.pause(0.05)
+
+
+def test_runs(app, snap_compare):
+    assert snap_compare(app, terminal_size=(100, 32), run_before=_loaded)
+
+
+def test_runs_80x24_filtered(app, snap_compare):
+    async def before(pilot):
+        await _loaded(pilot)
+        await pilot.press("slash", *"mlp", "enter", "s", "s", "s", "s")   # sort by best val
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+
+def test_monitor_two_runs(app, snap_compare):
+    async def before(pilot):
+        await _loaded(pilot)
+        app.monitor(["fa-mlp", "bp-mlp"])
+        await _loaded(pilot)
+    assert snap_compare(app, terminal_size=(100, 32), run_before=before)
+
+
+def test_monitor_failed_run_80x24(app, snap_compare):
+    async def before(pilot):
+        await _loaded(pilot)
+        app.monitor(["dfa-mlp"])
+        await _loaded(pilot)
+        await pilot.press("v", "g", "l")          # participation ratio, angle_grad, log loss
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+
+def test_compose_ldfa_with_an_error(app, snap_compare):
+    async def before(pilot):
+        await _loaded(pilot)
+        await pilot.press("1")
+        screen = app.screen
+        screen.query_one("#field-rule-name").value = "ldfa"
+        screen.query_one("#field-rule-rank").value = "0"
+        screen.query_one("#field-optim-lr").value = "0.1, 0.01"
+        await pilot.pause()
+        screen.query_one("#field-rule-rank").query_one("Input").cursor_blink = False
+    assert snap_compare(app, terminal_size=(100, 32), run_before=before)
+
+
+def test_help(app, snap_compare):
+    assert snap_compare(app, terminal_size=(100, 32), press=["question_mark"],
+                        run_before=_loaded)
+
+
+def test_delete_confirmation(app, snap_compare):
+    async def before(pilot):
+        await _loaded(pilot)
+        await pilot.press("down", "d")            # dfa-mlp, which has ended
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)
