@@ -108,7 +108,7 @@ class TrainCfg(Section):
 
 
 class MetricsCfg(Section):
-    every: int = Field(100, ge=0, description="steps between diagnostics; 0 turns them off")
+    every: int = Field(500, ge=0, description="steps between diagnostics; 0 turns them off")
     probe_size: int = Field(256, ge=2, description="fixed probe batch size")
     conv_layout: Literal["sample", "pixel"] = Field(
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")

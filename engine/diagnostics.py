@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from engine.layers import RuleConv2d, RuleLayer, RuleLinear
 from engine.metrics import (angle, conservation, conservation_drift, per_sample_angle,
-                            spectrum_stats)
+                            product_spectrum_stats, spectrum_stats)
 from engine.rules.base import Rule
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -170,6 +170,14 @@ class Diagnostics:
             t = t.movedim(1, -1)
         return t.reshape(-1, t.shape[-1])
 
+    @staticmethod
+    def _grad_stats(m: nn.Module, err: Tensor, grad: Tensor, x: Tensor) -> tuple[float, float]:
+        """Spectrum of a weight gradient. A Linear layer's is exactly δᵀh over the probe rows,
+        so it is taken from those factors (rank ≤ rows, much cheaper for wide layers)."""
+        if isinstance(m, RuleLinear):
+            return product_spectrum_stats(err.reshape(-1, err.shape[-1]), x.reshape(-1, x.shape[-1]))
+        return spectrum_stats(_flat(grad))
+
     def _layer(self, m: nn.Module, grad: Tensor, grad_bp: Tensor, step: Tensor | None,
                exact: bool) -> dict:
         """One layer's metrics; `exact` means the rule pass was the BP pass (bp), so the
@@ -186,12 +194,13 @@ class Diagnostics:
         else:
             r["erank_err_bp"], r["pr_err_bp"] = spectrum_stats(self._matrix(m, err_bp))
         del e
-        r["erank_act"], r["pr_act"] = spectrum_stats(self._matrix(m, self._inputs.pop(m)))
+        x = self._inputs.pop(m)
+        r["erank_act"], r["pr_act"] = spectrum_stats(self._matrix(m, x))
 
         g, g_bp = _flat(grad), _flat(grad_bp)
-        r["erank_grad"], r["pr_grad"] = spectrum_stats(g)
+        r["erank_grad"], r["pr_grad"] = self._grad_stats(m, err, grad, x)
         r["erank_grad_bp"], r["pr_grad_bp"] = (r["erank_grad"], r["pr_grad"]) if exact \
-            else spectrum_stats(g_bp)
+            else self._grad_stats(m, err_bp, grad_bp, x)
         r["erank_step"], r["pr_step"] = (None, None) if step is None \
             else spectrum_stats(_flat(step))
 

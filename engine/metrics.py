@@ -66,6 +66,28 @@ def spectrum_stats(m: Tensor) -> tuple[float, float]:
     return erank_from_sv(s), pr_from_sv(s)
 
 
+def product_singular_values(a: Tensor, b: Tensor) -> Tensor:
+    """Singular values of aᵀb for a: n × p, b: n × q, without forming it when n < min(p, q).
+
+    A Linear layer's weight gradient is exactly δᵀh over the probe rows, so its rank is at most
+    n and its spectrum is that of the small n × n matrix R_a R_bᵀ (aᵀ = Q_a R_a, bᵀ = Q_b R_b,
+    Q's orthonormal): two thin QRs and one n × n SVD instead of an SVD of the out × in
+    gradient — several times cheaper for wide layers."""
+    a, b = a.detach().float(), b.detach().float()
+    n, p, q = a.shape[0], a.shape[1], b.shape[1]
+    if n >= min(p, q) or not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return singular_values(a.t() @ b)
+    ra = torch.linalg.qr(a.t(), mode="r").R
+    rb = torch.linalg.qr(b.t(), mode="r").R
+    return torch.linalg.svdvals(ra @ rb.t())
+
+
+def product_spectrum_stats(a: Tensor, b: Tensor) -> tuple[float, float]:
+    """(erank, participation ratio) of aᵀb; see product_singular_values."""
+    s = product_singular_values(a, b)
+    return erank_from_sv(s), pr_from_sv(s)
+
+
 def erank(m: Tensor) -> float:
     """Effective rank (Roy & Vetterli 2007) of a 2-D matrix; 0 for the zero matrix."""
     return erank_from_sv(singular_values(m))

@@ -9,8 +9,9 @@ from torch import nn
 
 from engine.config import RuleCfg
 from engine.layers import attach
-from engine.metrics import (angle, conservation, conservation_drift, erank, participation_ratio,
-                            per_sample_angle, singular_values, spectrum_stats)
+from engine.metrics import (angle, conservation, conservation_drift, erank, erank_from_sv,
+                            participation_ratio, per_sample_angle, product_singular_values,
+                            singular_values, spectrum_stats)
 from engine.rules import build_rule
 
 
@@ -202,3 +203,15 @@ def test_bp_needs_the_moving_feedback_form():
         assert d < 1e-2
         assert d / d_small > 10
         assert d_wrong > 100 * d_small
+
+
+@pytest.mark.parametrize("n,p,q", [(16, 40, 70), (8, 100, 30), (50, 20, 30)])
+def test_product_singular_values_match_the_formed_product(n, p, q):
+    """A Linear layer's gradient δᵀh has the spectrum of R_δ R_hᵀ: same values, unformed."""
+    torch.manual_seed(3)
+    a, b = torch.randn(n, p, dtype=torch.float64), torch.randn(n, q, dtype=torch.float64)
+    want = torch.linalg.svdvals(a.t() @ b)[:min(n, p, q)]
+    got = product_singular_values(a, b)[:min(n, p, q)].double()
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert erank_from_sv(product_singular_values(a, b)) == pytest.approx(
+        erank_from_sv(want.float()), rel=1e-4)
