@@ -313,7 +313,7 @@ def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
     def spawn(run, gpu, resume=False):       # a real child, like a worker; "a" ends first
         calls.append((run.name, gpu, resume))
         run.write_status(Status(state="running"))
-        code = f"import time; time.sleep({0.1 if run.name == 'a' else 30})"
+        code = f"import time; time.sleep({1 if run.name == 'a' else 60})"
         procs.append(subprocess.Popen([sys.executable, "-c", code]))
         return procs[-1]
 
@@ -327,7 +327,7 @@ def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
     assert [c[1] for c in calls] == ["0", "1"] and queue.waiting == 2
     assert queue.step() == []                          # both slots busy
     started = []
-    for _ in range(500):                               # until "a" exits
+    for _ in range(3000):                              # until "a" exits (60 s at most)
         started = queue.step()
         if started:
             break
