@@ -12,13 +12,14 @@ class BRSF(Rule):
     def init_feedback(self, layer: nn.Module) -> None:
         std = layer.weight.detach().float().std()
         layer.register_buffer("feedback_std", std.reshape(()))
+        layer.feedback_std_value = float(std)   # read every step: no device sync per layer
         layer.register_buffer("feedback_magnitude", torch.empty_like(layer.weight))
         self._redraw(layer)
 
     def _redraw(self, layer: nn.Module) -> None:
         g = self.generator(layer.weight.device)
         r = draw_like(layer.weight, self.cfg.init, layer.init_dist, g, self.cfg.scale,
-                      std=float(layer.feedback_std))
+                      std=layer.feedback_std_value)
         layer.feedback_magnitude.copy_(r.abs())
 
     def before_step(self) -> None:
