@@ -40,13 +40,19 @@ class Rule:
         self.exact = False
         #: set by diagnostics: receives each layer's input and output error.
         self.recorder: Any = None
+        #: fixed feedback is drawn on the CPU from the rule seed and then moved, so a run's
+        #: feedback matrices are the same on every device (a CPU and a GPU run of one config
+        #: start from the same B); redraws during training use `generator(device)` instead.
+        self.init_generator = torch.Generator().manual_seed(seed)
         self._generator: torch.Generator | None = None
 
     # --- set-up -----------------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:
-        """The rule's own RNG stream, so feedback draws never touch the training stream."""
+        """The rule's per-step RNG stream on the training device (brsf's redraws), apart from
+        the training stream and from `init_generator` (seeded by one LCG step of the seed)."""
         if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            seed = (self.seed * 6364136223846793005 + 1442695040888963407) % 2**63
+            self._generator = torch.Generator(device=device).manual_seed(seed)
         return self._generator
 
     def init_feedback(self, layer: nn.Module) -> None:

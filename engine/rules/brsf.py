@@ -14,10 +14,10 @@ class BRSF(Rule):
         layer.register_buffer("feedback_std", std.reshape(()))
         layer.feedback_std_value = float(std)   # read every step: no device sync per layer
         layer.register_buffer("feedback_magnitude", torch.empty_like(layer.weight))
-        self._redraw(layer)
+        self._redraw(layer, self.init_generator)
 
-    def _redraw(self, layer: nn.Module) -> None:
-        g = self.generator(layer.weight.device)
+    def _redraw(self, layer: nn.Module, g: torch.Generator | None = None) -> None:
+        g = g or self.generator(layer.weight.device)
         r = draw_like(layer.weight, self.cfg.init, layer.init_dist, g, self.cfg.scale,
                       std=layer.feedback_std_value)
         layer.feedback_magnitude.copy_(r.abs())

@@ -44,10 +44,9 @@ class DFA(Rule):
             std = 1.0 / math.sqrt(classes)
         else:
             std = float(layer.weight.detach().float().std())
-        g = self.generator(layer.weight.device)
-        b = draw_like(torch.empty(shape, device="meta"), self.cfg.init, layer.init_dist, g,
-                      self.cfg.scale, std=std)
-        layer.register_buffer("dfa_feedback", b)
+        b = draw_like(torch.empty(shape, device="meta"), self.cfg.init, layer.init_dist,
+                      self.init_generator, self.cfg.scale, std=std)
+        layer.register_buffer("dfa_feedback", b.to(layer.weight.device))
 
     def backward_weight(self, layer: nn.Module, weight: Tensor) -> None:
         return None

@@ -9,9 +9,9 @@ class FA(Rule):
     name = "fa"
 
     def init_feedback(self, layer: nn.Module) -> None:
-        g = self.generator(layer.weight.device)
-        layer.register_buffer("feedback", draw_like(layer.weight, self.cfg.init, layer.init_dist,
-                                                    g, self.cfg.scale))
+        b = draw_like(layer.weight, self.cfg.init, layer.init_dist, self.init_generator,
+                      self.cfg.scale)
+        layer.register_buffer("feedback", b.to(layer.weight.device))
 
     def backward_weight(self, layer: nn.Module, weight: Tensor) -> Tensor:
         return layer.feedback

@@ -11,9 +11,9 @@ class FRSF(Rule):
     name = "frsf"
 
     def init_feedback(self, layer: nn.Module) -> None:
-        g = self.generator(layer.weight.device)
-        r = draw_like(layer.weight, self.cfg.init, layer.init_dist, g, self.cfg.scale)
-        layer.register_buffer("feedback_magnitude", r.abs())
+        r = draw_like(layer.weight, self.cfg.init, layer.init_dist, self.init_generator,
+                      self.cfg.scale)
+        layer.register_buffer("feedback_magnitude", r.abs().to(layer.weight.device))
 
     def backward_weight(self, layer: nn.Module, weight: Tensor) -> Tensor:
         return layer.feedback_magnitude.to(weight.dtype) * torch.sign(weight)

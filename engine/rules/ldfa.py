@@ -46,14 +46,14 @@ class LDFA(Rule):
             root = s[:r].sqrt()
             p, q = u[:, :r] * root, root[:, None] * vh[:r]
         else:
-            g = self.generator(w.device)
-            a, tri = torch.linalg.qr(torch.randn(out, r, generator=g, device=w.device))
+            g = self.init_generator
+            a, tri = torch.linalg.qr(torch.randn(out, r, generator=g))
             p = a * torch.sign(torch.diagonal(tri))
             std = float(w.std()) * math.sqrt(out / r)
             q = draw_like(torch.empty(r, fan_in, device="meta"), self.cfg.init, layer.init_dist,
                           g, self.cfg.scale, std=std)
-        layer.register_buffer("feedback_p", p.contiguous())
-        layer.register_buffer("feedback_q", q.contiguous())
+        layer.register_buffer("feedback_p", p.contiguous().to(w.device))
+        layer.register_buffer("feedback_q", q.contiguous().to(w.device))
 
     # --- the backward pass ------------------------------------------------------------------
     def backward_weight(self, layer: nn.Module, weight: Tensor) -> Tensor | None:
