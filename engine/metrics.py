@@ -14,26 +14,42 @@ from torch import Tensor
 # --- spectra ---------------------------------------------------------------------------------
 
 
+#: Solve the small symmetric eigenproblems of CUDA tensors on the host instead. On an H100
+#: cuSOLVER's fp64 eigvalsh of a 256×256 Gram matrix takes ~2 ms, and the host round trip made
+#: a ResNet-18 probe 1.7× slower (0.77 s against 0.44 s; docs/benchmarks.md), so it is off.
+#: benchmarks/spectra_bench.py measures both ways.
+EIGH_ON_HOST = False
+
+
+def gram_singular_values(g: Tensor) -> Tensor:
+    """Singular values (fp32, descending) of a matrix m from its Gram matrix g = m mᵀ or mᵀm,
+    as the square roots of g's eigenvalues. A g with a NaN or inf gives NaNs, without a
+    device sync or a solver error."""
+    ok = torch.isfinite(g).all()
+    g = torch.where(ok, g, torch.zeros_like(g))
+    host = EIGH_ON_HOST and g.device.type != "cpu"
+    ev = torch.linalg.eigvalsh(g.cpu() if host else g).to(g.device)
+    s = ev.clamp_min(0).sqrt().flip(0).float()
+    return torch.where(ok, s, torch.full_like(s, math.nan))
+
+
 def singular_values(m: Tensor) -> Tensor:
     """Singular values of a 2-D matrix, in fp32, descending.
 
-    Error and activation matrices are very wide (N × C·H·W with N a few hundred), where a direct
-    SVD is slow. When one side is at least twice the other we first take the R of a QR
-    decomposition of the tall orientation: R is min×min and has the same singular values, and
-    QR, unlike a Gram matrix, does not square the condition number, so the tiny singular values
-    that erank sums over stay accurate to fp32 round-off (tests compare with svdvals).
-    A matrix with a NaN or inf (a diverged run) gives NaNs instead of a LAPACK error."""
-    m = m.detach().float()
+    Error and activation matrices are very wide (N × C·H·W with N a few hundred) and only their
+    spectrum is needed, so it comes from the small side's Gram matrix, formed in fp64: one GEMM
+    and one N×N symmetric eigenproblem, several times faster than QR + SVD on a CPU and far
+    faster on a GPU, where those are launch-bound. The Gram matrix squares the condition
+    number, but in fp64 that still resolves singular values down to ~1e-8 of the largest,
+    below the fp32 round-off of the matrix itself, so erank's small terms stay exact to fp32
+    (tests compare with svdvals, also for rank-deficient matrices). A matrix with a NaN or inf
+    (a diverged run) gives NaNs."""
     if m.dim() != 2:
         raise ValueError(f"singular_values needs a 2-D matrix, got shape {tuple(m.shape)}")
-    rows, cols = m.shape
-    k = min(rows, cols)
-    if k == 0 or not bool(torch.isfinite(m).all()):
-        return torch.full((k,), math.nan, device=m.device)
-    if max(rows, cols) >= 2 * k:
-        tall = m if rows >= cols else m.t()
-        m = torch.linalg.qr(tall, mode="r").R
-    return torch.linalg.svdvals(m)
+    m = m.detach().double()
+    if min(m.shape) == 0:
+        return torch.full((0,), math.nan, device=m.device)
+    return gram_singular_values(m @ m.t() if m.shape[0] <= m.shape[1] else m.t() @ m)
 
 
 def erank_from_sv(s: Tensor) -> float:
@@ -70,16 +86,22 @@ def product_singular_values(a: Tensor, b: Tensor) -> Tensor:
     """Singular values of aᵀb for a: n × p, b: n × q, without forming it when n < min(p, q).
 
     A Linear layer's weight gradient is exactly δᵀh over the probe rows, so its rank is at most
-    n and its spectrum is that of the small n × n matrix R_a R_bᵀ (aᵀ = Q_a R_a, bᵀ = Q_b R_b,
-    Q's orthonormal): two thin QRs and one n × n SVD instead of an SVD of the out × in
-    gradient — several times cheaper for wide layers."""
-    a, b = a.detach().float(), b.detach().float()
+    n, and its squared singular values are the eigenvalues of the n × n matrix Sᵀ(bbᵀ)S where
+    aaᵀ = SSᵀ (S = U Λ^½ from aaᵀ's eigendecomposition): (aᵀb)ᵀ(aᵀb) = bᵀ S Sᵀ b has the
+    non-zero spectrum of Sᵀ b bᵀ S. Two n × n eigenproblems instead of an SVD of the
+    out × in gradient, several times cheaper for wide layers."""
+    a, b = a.detach().double(), b.detach().double()
     n, p, q = a.shape[0], a.shape[1], b.shape[1]
-    if n >= min(p, q) or not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+    if n >= min(p, q):
         return singular_values(a.t() @ b)
-    ra = torch.linalg.qr(a.t(), mode="r").R
-    rb = torch.linalg.qr(b.t(), mode="r").R
-    return torch.linalg.svdvals(ra @ rb.t())
+    ga, gb = a @ a.t(), b @ b.t()
+    ok = torch.isfinite(ga).all() & torch.isfinite(gb).all()
+    ga = torch.where(ok, ga, torch.zeros_like(ga))
+    host = EIGH_ON_HOST and ga.device.type != "cpu"
+    lam, u = torch.linalg.eigh(ga.cpu() if host else ga)
+    s = (u * lam.clamp_min(0).sqrt()).to(ga.device)
+    sv = gram_singular_values(s.t() @ gb @ s)
+    return torch.where(ok, sv, torch.full_like(sv, math.nan))
 
 
 def product_spectrum_stats(a: Tensor, b: Tensor) -> tuple[float, float]:
