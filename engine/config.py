@@ -104,6 +104,8 @@ class TrainCfg(Section):
     eval_every: int | None = Field(None, ge=1, description="steps between val evals (default: each epoch)")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA")
     channels_last: Literal["auto", "off", "on"] = "auto"
+    cuda_graph: Literal["auto", "off", "on"] = Field(
+        "auto", description="replay the model's forward+backward as CUDA graphs (auto = on CUDA)")
     diverge_loss: float = Field(1e4, gt=0, description="a loss above this counts as diverged")
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from engine.config import Config
 from engine.data import Batches, eval_batches, load_data, normalise
@@ -31,14 +32,42 @@ EVAL_BATCH = 1024
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu."""
+    """`auto` picks cuda, then mps, then cpu. A CUDA device always comes back with its index
+    (`cuda` -> `cuda:0`, the current one): torch.cuda.set_device rejects an index-less device
+    on some torch versions, and the start event should say which GPU a run used."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+        else:
+            return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RuntimeError(
+                f"run.device = {name!r}, but torch sees no CUDA GPU here (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}): set run.device = "
+                f"'auto' or 'cpu', or run on a machine with a GPU")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= count:
+            raise RuntimeError(f"run.device = {name!r}, but torch sees {count} CUDA GPU(s), "
+                               f"numbered from 0 (CUDA_VISIBLE_DEVICES renumbers them)")
+    return device
+
+
+class _Forward(nn.Module):
+    """The model's forward as a module of its own, for make_graphed_callables to replace:
+    the model itself keeps its eager forward for diagnostics and evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 class Trainer:
@@ -55,6 +84,9 @@ class Trainer:
         conv = cfg.model.name in ("cnn", "resnet18")
         self.channels_last = cfg.train.channels_last == "on" or (
             cfg.train.channels_last == "auto" and cuda and conv)
+        #: None until the first step captures the graphs; then True, or the reason they failed.
+        self.cuda_graph: bool | str | None = None if cuda and cfg.train.cuda_graph != "off" else False
+        self._graphed: nn.Module | None = None
 
         self.data = load_data(cfg.data, cfg.run.seed, self.device)
         self.batches = Batches(self.data, cfg.train.batch_size, cfg.run.seed,
@@ -116,10 +148,52 @@ class Trainer:
         self._window_diag_s = 0.0
 
     # --- one step ----------------------------------------------------------------------------
+    def _capture(self, x: torch.Tensor) -> None:
+        """Record the model's training forward and backward as CUDA graphs, so that a step
+        replays them instead of launching every kernel from Python.
+
+        A rule's backward is a Python autograd Function per weight layer (21 in a ResNet-18):
+        on an H100 that host work, not the GPU, set the pace of a step (fa took 1.6× bp's time
+        with identical GPU time; docs/benchmarks.md). Graphs make every rule cost what its
+        kernels cost. Everything a rule does inside the backward (ldfa's feedback learning,
+        dfa's error broadcast) is captured with it; per-step redraws (brsf) happen before the
+        forward, in place, so the graph reads the new values. The loss, the optimiser and
+        diagnostics stay eager (self.model is untouched; only the wrapper is graphed).
+        make_graphed_callables runs a few warm-up passes on this batch: the buffers they
+        touch (norm statistics, adaptive feedback) are put back afterwards. If capture fails
+        the run goes on eagerly and the start-of-training record says why."""
+        buffers = list(self.model.buffers())
+        saved = [b.clone() for b in buffers]
+        # The capture runs on a side stream, and the parameters' gradient accumulators it
+        # creates live on with the graphs; torch warns that backwards on the default stream
+        # meet them. That costs a stream-event wait, not a host sync (measured: no slowdown).
+        quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)
+        if quiet is not None:
+            quiet(False)
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp,
+                                cache_enabled=False):
+                self._graphed = torch.cuda.make_graphed_callables(_Forward(self.model), (x,))
+            self.cuda_graph = True
+        except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
+            self._graphed = None
+            self.cuda_graph = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        finally:
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cuda_graph is None:
+            self._capture(x)
+        if self._graphed is not None:
+            return self._graphed(x)
+        with self._autocast():
+            return self.model(x)
+
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.rule.before_step()
-        with self._autocast():
-            logits = self.model(x)
+        logits = self._forward(x)
         loss = F.cross_entropy(logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,6 +262,7 @@ class Trainer:
                 "params": sum(p.numel() for p in self.model.parameters()),
                 "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                 "amp": self.amp, "channels_last": self.channels_last,
+                "cuda_graph": self.cuda_graph,
                 "layers": [{"name": m.layer_name, "kind": type(m).__name__.removeprefix("Rule"),
                             "shape": list(m.weight.shape)} for m in self.layers],
                 "routing": self.opt.routing}
@@ -197,6 +272,9 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter() - self.wall_s
         self.model.train()
+        if self.cuda_graph is None:   # capture before the start event, which reports it
+            x, _ = next(self.batches.epoch(0))
+            self._capture(self._input(x))
         yield self.start_event()
         # the step-0 probe, once: a run stopped before its first step and resumed has it
         if self.diag is not None and self.step == 0 and self.last_diag is None:

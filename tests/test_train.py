@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine.config import Config
-from engine.train import Trainer
+from engine.train import Trainer, pick_device
 
 TIMING_KEYS = {"wall_s", "step_s", "samples_per_s", "diag_s"}
 
@@ -277,3 +277,27 @@ def test_max_steps_stops_mid_epoch_and_still_evaluates():
     assert (trainer.step, trainer.epoch, trainer.batch_in_epoch) == (3, 0, 3)
     summary = trainer.summary()
     assert summary["test_acc"] is not None and summary["final_val_acc"] is not None
+
+
+# --- devices ----------------------------------------------------------------------------------
+def test_pick_device_cpu_and_auto():
+    assert pick_device("cpu") == torch.device("cpu")
+    auto = pick_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if auto.type == "cuda":
+        assert auto.index is not None     # always indexed: set_device and the start event
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a GPU-less machine")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_one_clear_message(name):
+    with pytest.raises(RuntimeError, match=rf"run.device = '{name}'.*no CUDA GPU.*'auto' or 'cpu'"):
+        pick_device(name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_index_is_checked_and_filled_in():
+    assert pick_device("cuda") == torch.device("cuda", torch.cuda.current_device())
+    n = torch.cuda.device_count()
+    with pytest.raises(RuntimeError, match=f"sees {n} CUDA GPU"):
+        pick_device(f"cuda:{n}")
