@@ -45,11 +45,11 @@ def cnn(norm: str = "none", seed: int = 0):
     return attached(ModelCfg(name="cnn", widths=[3, 4, 5, 5]), CNN_SHAPE, norm, seed=seed)
 
 
-def backward(model: nn.Module, shape: tuple[int, ...], seed: int = 1) -> None:
+def backward(model: nn.Module, shape: tuple[int, ...], seed: int = 1, device: str = "cpu") -> None:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(4, *shape, generator=g)
     y = torch.randint(0, 3, (4,), generator=g)
-    F.cross_entropy(model(x), y).backward()
+    F.cross_entropy(model(x.to(device)), y.to(device)).backward()
 
 
 def build(model, layers, total_steps: int = 10, steps_per_epoch: int = 5, **kw):
@@ -147,8 +147,13 @@ def test_conv_weight_updated_in_place_by_muon():
     assert torch.equal(conv.weight.grad, grad)      # the optimiser leaves .grad alone
 
 
-def test_muon_channels_last_conv_matches_contiguous():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_muon_channels_last_conv_matches_contiguous(device):
     model, layers = cnn()
+    model.to(device)
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     layers_cl = [dict(model_cl.named_modules())[m.layer_name] for m in layers]
     assert model_cl.conv2.weight.is_contiguous(memory_format=torch.channels_last)
@@ -160,11 +165,11 @@ def test_muon_channels_last_conv_matches_contiguous():
     for _ in range(2):
         for m, opt in zip((model, model_cl), opts):
             opt.zero_grad()
-            backward(m, CNN_SHAPE)
+            backward(m, CNN_SHAPE, device=device)
             opt.step()
     assert model_cl.conv2.weight.data_ptr() == ptr
     assert model_cl.conv2.weight.is_contiguous(memory_format=torch.channels_last)
-    before = {n: p.detach() for n, p in cnn()[0].named_parameters()}
+    before = {n: p.detach().to(device) for n, p in cnn()[0].named_parameters()}
     for name in ("conv2.weight", "conv3.weight", "conv4.weight"):
         a = dict(model.named_parameters())[name].detach()
         b = dict(model_cl.named_parameters())[name].detach()
