@@ -16,6 +16,9 @@ NORMS = ("none", "batchnorm", "layernorm", "activity")
 OPTIMISERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear")
+#: training-set sizes of the file datasets (before the validation split), so that impossible
+#: splits and batch sizes are refused when the preset is read, not in the worker.
+TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 
 
 class Section(BaseModel):
@@ -116,6 +119,14 @@ class MetricsCfg(Section):
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
 
 
+def train_examples(data: DataCfg) -> int | None:
+    """Training examples before the validation split, where known without reading files (not
+    with data.subset, whose class counts only the files tell)."""
+    if data.subset is not None:
+        return None
+    return data.train_size if data.name == "synthetic" else TRAIN_EXAMPLES.get(data.name)
+
+
 class Config(Section):
     """One fully resolved run. `model_dump()` is what config.toml holds."""
     run: RunCfg = RunCfg()
@@ -129,9 +140,25 @@ class Config(Section):
 
     @field_validator("data")
     @classmethod
-    def _subset_unique(cls, v: DataCfg) -> DataCfg:
+    def _subset_unique_and_split_possible(cls, v: DataCfg) -> DataCfg:
         if v.subset is not None and len(set(v.subset)) != len(v.subset):
             raise ValueError("data.subset lists a class twice")
+        n = train_examples(v)
+        if n is not None and v.val_size >= n:
+            where = " (data.train_size)" if v.name == "synthetic" else ""
+            raise ValueError(f"data.val_size = {v.val_size} leaves no training examples: "
+                             f"{v.name} has {n}{where}; set data.val_size below {n}")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _batch_fits(cls, v: TrainCfg, info) -> TrainCfg:
+        data = info.data.get("data")
+        n = train_examples(data) if data is not None else None
+        if n is not None and v.batch_size > n - data.val_size:
+            raise ValueError(f"train.batch_size = {v.batch_size} is more than the "
+                             f"{n - data.val_size} training examples left after "
+                             f"data.val_size = {data.val_size}; lower train.batch_size")
         return v
 
     @property

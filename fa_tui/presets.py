@@ -344,7 +344,9 @@ def _friendly(e: ValidationError, layer: _Layer, point: dict[str, Any], path: Pa
     tail = f" ({more} more problem{'s' * (more > 1)} after this one.)" if more else ""
     if len(loc) < 2:    # a whole-section check, e.g. data.subset listing a class twice
         msg = err["msg"].removeprefix("Value error, ")
-        return f"{src}: {key}: {msg}.{tail}"
+        named = msg.split(" ", 1)[0]      # the key the message starts with, if any
+        src = layer.source.get(named, src)
+        return f"{src}: {msg}.{tail}"
     ann = _annotation(key)
     kind, ctx = err["type"], err.get("ctx", {})
     if kind == "literal_error":

@@ -27,6 +27,12 @@ CASES = {
     "bad_set_syntax": ("[rule]\nname = 'fa'\n", ["--set", "optim.lr"], ["bad --set syntax"]),
     "bad_set_type": ("[rule]\nname = 'fa'\n", ["--set", "train.epochs=many"],
                      ["train.epochs", "expected an integer"]),
+    "val_split_too_big": ("[data]\ntrain_size = 4096\nval_size = 5000\n", [],
+                          ["data.val_size = 5000", "synthetic has 4096", "data.train_size",
+                           "below 4096"]),
+    "batch_too_big": ('[data]\nname = "cifar10"\nval_size = 49990\n[train]\nbatch_size = 64\n',
+                      [], ["train.batch_size = 64", "10 training examples",
+                           "data.val_size = 49990"]),
     "missing_data": ('[data]\nname = "cifar10"\nroot = "{tmp}/nodata"\ndownload = false\n', [],
                      ["data.name", "cifar10", "not found"]),
 }
