@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -158,7 +157,6 @@ class _Slot:
     progress: RunProgress
     proc: subprocess.Popen
     events: EventLog
-    gpu_index: int | None
 
 
 def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None = None,
@@ -166,30 +164,38 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
               resume: bool = False, poll_s: float = 0.5) -> list[RunProgress]:
     """Run `runs` with at most `jobs` workers at a time, in order, until all have ended.
 
-    Each new worker gets the GPU of `gpus` that has the fewest of this queue's workers (ties:
-    the first), i.e. round-robin that refills a GPU as soon as its run ends. A queued run that
-    was stopped before its turn (`fa-tui stop`) is skipped. Progress comes from the events
-    (steps) and status.json (state); `on_update` is called after every poll with the same
-    list, which is also returned.
+    The scheduling is the TUI's LaunchQueue (fa_tui/core/queue.py): each new worker gets the
+    GPU of `gpus` with the fewest of this queue's workers (ties: the first), and a queued run
+    stopped before its turn (`fa-tui stop`) is skipped. This loop steps it and follows the
+    workers it starts: progress from the events (steps) and status.json (state); `on_update`
+    is called after every poll with the same list, which is also returned.
 
     On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) running workers are
     stopped — they checkpoint — and waited for, runs not yet started are marked stopped, and
     the interrupt is raised again."""
+    from fa_tui.core.queue import LaunchQueue
     progress = [RunProgress(run) for run in runs]
-    pending = deque(progress)
+    of_run = {id(p.run): p for p in progress}
     slots: list[_Slot] = []
+
+    def start(run: RunDir, gpu: str | None, resume: bool) -> subprocess.Popen:
+        p = of_run[id(run)]
+        proc = spawn(run, gpu, resume)
+        p.gpu, p.state = gpu, "running"
+        slots.append(_Slot(p, proc, EventLog(run.file(EVENTS))))
+        return proc
+
+    def skipped() -> None:
+        """Runs the queue passed over (stopped, or taken over, before their turn)."""
+        waiting = {id(run) for run in queue.pending()}
+        for p in progress:
+            if p.state == "queued" and id(p.run) not in waiting:
+                _read_final(p)
+
+    queue = LaunchQueue()
     try:
-        while pending or slots:
-            while pending and len(slots) < jobs:
-                p = pending.popleft()
-                if not resume and p.run.read_status().state != "queued":
-                    _read_final(p)          # stopped (or taken over) before its turn
-                    continue
-                index = _pick_gpu(gpus, slots)
-                p.gpu = gpus[index] if index is not None else None
-                proc = spawn(p.run, p.gpu, resume)
-                slots.append(_Slot(p, proc, EventLog(p.run.file(EVENTS)), index))
-                p.state = "running"
+        queue.add(runs, start, jobs, gpus or (), resume)
+        while True:
             for slot in list(slots):
                 _poll(slot)
                 if slot.proc.poll() is not None:
@@ -197,13 +203,16 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
                     slot.progress.returncode = slot.proc.returncode
                     _read_final(slot.progress)
                     slots.remove(slot)
+            queue.step()
+            skipped()
             on_update(progress)
-            if pending or slots:
-                time.sleep(poll_s)
+            if not slots and not queue.busy:
+                break
+            time.sleep(poll_s)
     except KeyboardInterrupt:
-        for p in pending:
-            stop(p.run)
-            _read_final(p)
+        for run in queue.cancel():
+            stop(run)
+            _read_final(of_run[id(run)])
         for slot in slots:
             stop(slot.progress.run)
         for slot in slots:
@@ -213,13 +222,6 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
         on_update(progress)
         raise
     return progress
-
-
-def _pick_gpu(gpus: Sequence[str] | None, slots: list[_Slot]) -> int | None:
-    if not gpus:
-        return None
-    load = Counter(s.gpu_index for s in slots)
-    return min(range(len(gpus)), key=lambda i: (load[i], i))
 
 
 def _poll(slot: _Slot) -> None:

@@ -190,6 +190,20 @@ def test_stopping_a_queued_run_makes_the_queue_skip_it(tmp_path):
     assert result.exit_code == 0 and "not running (stopped)" in result.output
 
 
+def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
+    """A run created but never started (e.g. the app quit with it queued) is resumable: the
+    queue starts it with --resume, and with no checkpoint the worker starts over."""
+    cfg = Config.model_validate(
+        {"run": {"device": "cpu"}, "data": {"shape": [16], "train_size": 128, "val_size": 32,
+                                            "test_size": 32},
+         "model": {"width": 8, "depth": 1}, "train": {"batch_size": 32},
+         "metrics": {"every": 0}})
+    run = create_run(tmp_path, cfg, "never-started")
+    progress = run_queue([run], jobs=1, resume=True, poll_s=0.05)
+    assert [(p.state, p.returncode) for p in progress] == [("done", 0)]
+    assert run.read_status().state == "done" and run.read_summary()["steps"] == 3
+
+
 def test_queue_records_a_worker_that_died_without_a_final_state(tmp_path):
     """SIGKILL the worker as soon as the queue started it (it is still importing torch)."""
     run = create_run(tmp_path, Config(), "doomed")

@@ -339,3 +339,39 @@ def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
+    """What run_queue relies on: `pending`, `busy`, `cancel`; a resume batch passes over a run
+    a live worker has, and starts a queued one (from scratch, having no checkpoint)."""
+    import os
+    import socket
+
+    from engine.rundir import RunDir, Status
+    from fa_tui.core.queue import LaunchQueue
+
+    procs = []
+
+    def spawn(run, gpu, resume=False):
+        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        return procs[-1]
+
+    runs = []
+    for name in ("a", "b", "c"):
+        write_run(tmp_path, name, _config(name, "fa", {"name": "mlp"}), "queued", 0)
+        runs.append(RunDir(tmp_path / name))
+    live = Status(state="running", pid=os.getpid(), host=socket.gethostname(),
+                  heartbeat=time.time())
+    runs[1].write_status(live)                               # b: a worker has it
+    queue = LaunchQueue()
+    try:
+        assert queue.add(runs, spawn, jobs=1, resume=True) == ["a"]
+        assert queue.busy and [r.name for r in queue.pending()] == ["b", "c"]
+        assert [r.name for r in queue.cancel()] == ["b", "c"] and queue.pending() == []
+        assert queue.busy                                    # a still runs
+        assert LaunchQueue().add(runs[1:], spawn, jobs=2, resume=True) == ["c"]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert queue.step() == [] and not queue.busy             # a reaped, nothing waits

@@ -1,5 +1,6 @@
-"""The app's launch queue: a sweep composed in the TUI starts `jobs` runs at a time; the rest
-wait in their run directories as `queued` and are started by the poller as slots free up.
+"""The launch queue: a sweep starts `jobs` runs at a time; the rest wait in their run
+directories as `queued` and are started as slots free up. The TUI's poller steps it; the CLI's
+`fa_tui.launch.run_queue` steps it in a loop and follows the runs it starts.
 
 With several GPUs and device `auto`, each start goes to the GPU with the fewest of the batch's
 running workers (as `fa-tui run --gpus` does). A queued run stopped meanwhile (`x`) is
@@ -14,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from engine.rundir import ACTIVE_STATES, RunDir
+from engine.rundir import RunDir
 
 Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)
 
@@ -53,8 +54,11 @@ class LaunchQueue:
                 while batch.pending and len(batch.running) < batch.jobs:
                     run = batch.pending.popleft()
                     state = run.read_status().state
-                    if state in ACTIVE_STATES if batch.resume else state != "queued":
-                        continue                 # stopped meanwhile, or started elsewhere
+                    # skip a run stopped meanwhile or started elsewhere; a resumed run only if
+                    # a live worker has it (read_status shows a dead one as failed), so a
+                    # queued run can be resumed too: without a checkpoint it starts over
+                    if state == "running" if batch.resume else state != "queued":
+                        continue
                     gpu = _least_loaded(batch.gpus, [g for _, g in batch.running])
                     batch.running.append((batch.spawn(run, gpu, resume=batch.resume), gpu))
                     started.append(run.name)
@@ -65,6 +69,26 @@ class LaunchQueue:
     def waiting(self) -> int:
         with self._lock:
             return sum(len(b.pending) for b in self._batches)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any run is still waiting or any started worker still runs (as of the last
+        step)."""
+        with self._lock:
+            return any(b.pending or b.running for b in self._batches)
+
+    def pending(self) -> list[RunDir]:
+        """The runs not started yet, in order."""
+        with self._lock:
+            return [run for b in self._batches for run in b.pending]
+
+    def cancel(self) -> list[RunDir]:
+        """Drop every run not started yet and return them (started workers are untouched)."""
+        with self._lock:
+            dropped = [run for b in self._batches for run in b.pending]
+            for b in self._batches:
+                b.pending.clear()
+        return dropped
 
 
 def _least_loaded(gpus: Sequence[str], busy: Sequence[str | None]) -> str | None:
