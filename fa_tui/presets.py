@@ -31,7 +31,10 @@ from pydantic import BaseModel, ValidationError
 from engine.config import Config
 from engine.data_files import missing_files
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+#: the repository's presets/ (a clone, an editable install), else the copy a wheel carries
+PRESETS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "presets",
+                                Path(__file__).resolve().parent / "shipped_presets")
+                    if d.is_dir()), Path(__file__).resolve().parent.parent / "presets")
 SECTIONS: dict[str, type[BaseModel]] = {
     name: f.annotation for name, f in Config.model_fields.items()}  # type: ignore[misc]
 KEYS = [f"{s}.{k}" for s, m in SECTIONS.items() for k in m.model_fields]
@@ -63,7 +66,7 @@ class Plan:
 
 # --- public API -------------------------------------------------------------------------------
 def shipped_presets() -> dict[str, Path]:
-    """Name -> path of every preset in the repository's top-level presets/ folder."""
+    """Name -> path of every shipped preset (the repository's top-level presets/ folder)."""
     return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.toml"))}
 
 
