@@ -21,14 +21,18 @@ from torch import Tensor
 EIGH_ON_HOST = False
 
 
+def _for_solver(g: Tensor) -> Tensor:
+    """g where its eigenproblem is to be solved (see EIGH_ON_HOST)."""
+    return g.cpu() if EIGH_ON_HOST and g.device.type != "cpu" else g
+
+
 def gram_singular_values(g: Tensor) -> Tensor:
     """Singular values (fp32, descending) of a matrix m from its Gram matrix g = m mᵀ or mᵀm,
     as the square roots of g's eigenvalues. A g with a NaN or inf gives NaNs, without a
     device sync or a solver error."""
     ok = torch.isfinite(g).all()
     g = torch.where(ok, g, torch.zeros_like(g))
-    host = EIGH_ON_HOST and g.device.type != "cpu"
-    ev = torch.linalg.eigvalsh(g.cpu() if host else g).to(g.device)
+    ev = torch.linalg.eigvalsh(_for_solver(g)).to(g.device)
     s = ev.clamp_min(0).sqrt().flip(0).float()
     return torch.where(ok, s, torch.full_like(s, math.nan))
 
@@ -97,8 +101,7 @@ def product_singular_values(a: Tensor, b: Tensor) -> Tensor:
     ga, gb = a @ a.t(), b @ b.t()
     ok = torch.isfinite(ga).all() & torch.isfinite(gb).all()
     ga = torch.where(ok, ga, torch.zeros_like(ga))
-    host = EIGH_ON_HOST and ga.device.type != "cpu"
-    lam, u = torch.linalg.eigh(ga.cpu() if host else ga)
+    lam, u = torch.linalg.eigh(_for_solver(ga))
     s = (u * lam.clamp_min(0).sqrt()).to(ga.device)
     sv = gram_singular_values(s.t() @ gb @ s)
     return torch.where(ok, sv, torch.full_like(sv, math.nan))
