@@ -343,8 +343,8 @@ def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
 
 def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
     """What run_queue relies on: `pending`, `busy`, `cancel`; a resume batch passes over a run
-    a live worker has, and starts a queued one (from scratch, having no checkpoint)."""
-    import os
+    a live worker has, and starts one whose worker just died, or a queued one (from scratch,
+    having no checkpoint)."""
     import socket
 
     from engine.rundir import RunDir, Status
@@ -360,9 +360,16 @@ def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
     for name in ("a", "b", "c"):
         write_run(tmp_path, name, _config(name, "fa", {"name": "mlp"}), "queued", 0)
         runs.append(RunDir(tmp_path / name))
-    live = Status(state="running", pid=os.getpid(), host=socket.gethostname(),
-                  heartbeat=time.time())
-    runs[1].write_status(live)                               # b: a worker has it
+    # b: a live worker has it (a process whose command line names engine.worker, as
+    # worker_alive checks); a: its worker was killed a moment ago, heartbeat still fresh
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                               "engine.worker"])
+    procs.append(worker)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    for run, pid in ((runs[1], worker.pid), (runs[0], int(dead.stdout))):
+        run.write_status(Status(state="running", pid=pid, host=socket.gethostname(),
+                                heartbeat=time.time()))
     queue = LaunchQueue()
     try:
         assert queue.add(runs, spawn, jobs=1, resume=True) == ["a"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from engine.rundir import RunDir
+from fa_tui.launch import worker_alive
 
 Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)
 
@@ -53,11 +54,11 @@ class LaunchQueue:
                 batch.running = [(p, g) for p, g in batch.running if p.poll() is None]
                 while batch.pending and len(batch.running) < batch.jobs:
                     run = batch.pending.popleft()
-                    state = run.read_status().state
+                    status = run.read_status()
                     # skip a run stopped meanwhile or started elsewhere; a resumed run only if
-                    # a live worker has it (read_status shows a dead one as failed), so a
-                    # queued run can be resumed too: without a checkpoint it starts over
-                    if state == "running" if batch.resume else state != "queued":
+                    # a live worker has it (a worker killed seconds ago still reads as
+                    # running), so a queued run can be resumed too: it starts over
+                    if (worker_alive(status) if batch.resume else status.state != "queued"):
                         continue
                     gpu = _least_loaded(batch.gpus, [g for _, g in batch.running])
                     batch.running.append((batch.spawn(run, gpu, resume=batch.resume), gpu))
