@@ -178,19 +178,9 @@ def gpu_config(root: Path, rule: str, batch: int = 512, every: int = 0, max_step
 
 def gpu_epoch_s(cfg: Config, warmup: int = 10) -> float:
     """Seconds for one epoch of the training loop (events included, the end-of-epoch eval and
-    test excluded), from the per-step time after `warmup` steps of cuDNN autotuning."""
-    tr = Trainer(cfg)
-    t0 = s0 = None
-    for ev in tr.events():
-        if ev["type"] != "train":
-            continue
-        if t0 is None and ev["step"] >= warmup:
-            torch.cuda.synchronize()
-            t0, s0 = time.perf_counter(), ev["step"]
-        elif ev["step"] == tr.total_steps:
-            torch.cuda.synchronize()
-            return (time.perf_counter() - t0) / (ev["step"] - s0) * EPOCH / cfg.train.batch_size
-    raise RuntimeError("run ended early")
+    test excluded), from the per-step time after `warmup` steps of cuDNN autotuning. The train
+    events read the device-side loss sums, so they are sync points, as on the CPU."""
+    return time_engine(cfg, warmup) * EPOCH / cfg.train.batch_size
 
 
 def gpu_bare_epoch_s(cfg: Config, warmup: int = 10) -> float:
