@@ -5,9 +5,9 @@ Every section forbids unknown keys so that a typo in a preset is an error, never
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RULES = ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
 MODELS = ("mlp", "cnn", "resnet18", "vit")
@@ -19,15 +19,35 @@ ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear")
 #: training-set sizes of the file datasets (before the validation split), so that impossible
 #: splits and batch sizes are refused when the preset is read, not in the worker.
 TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+#: per-example input shape (C, H, W) and class count of the file datasets
+INPUT_SHAPE = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+               "cifar100": (3, 32, 32)}
+CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+#: models that read C×H×W images (an mlp flattens any shape)
+IMAGE_MODELS = ("cnn", "resnet18", "vit")
+
+# Upper bounds. They are generous — far above anything the shipped presets or the papers
+# use — and exist so that a typo (an extra three zeros) is refused by the schema with a
+# message, not discovered by the kernel's out-of-memory killer. What a run actually needs is
+# checked against the machine by the memory estimate at launch (engine/estimate.py).
+MAX_UNITS = 1 << 20          # widths, channels, embedding dims, ranks
+MAX_LAYERS = 1024            # depth
+MAX_EXAMPLES = 10_000_000    # synthetic dataset sizes, batch and probe sizes
+MAX_SIDE = 4096              # one dimension of an input shape
+MAX_STEPS = 1 << 40          # epochs, steps, intervals
+Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: inf and nan are refused for every float key (lr, betas, scale...)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunCfg(Section):
     name: str = "run"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$",
                         description="auto | cpu | cuda | cuda:N | mps")
 
@@ -35,31 +55,31 @@ class RunCfg(Section):
 class DataCfg(Section):
     name: Literal["synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "synthetic"
     root: str | None = Field(None, description="dataset folder; else $FA_TUI_DATA, else the user cache")
-    val_size: int = Field(5000, ge=0, description="examples held out from train for validation")
+    val_size: int = Field(5000, ge=0, le=MAX_EXAMPLES, description="examples held out from train for validation")
     augment: bool = Field(True, description="random crop + flip (CIFAR only), done on the device")
     download: bool = Field(True, description="try torchvision's download when files are missing")
     # synthetic only: a fixed random teacher network labels Gaussian inputs.
-    train_size: int = Field(8192, ge=16, description="synthetic: training examples (val included)")
-    test_size: int = Field(2048, ge=16, description="synthetic: test examples")
-    shape: list[int] = Field([1, 28, 28], min_length=1, max_length=3,
+    train_size: int = Field(8192, ge=16, le=MAX_EXAMPLES, description="synthetic: training examples (val included)")
+    test_size: int = Field(2048, ge=16, le=MAX_EXAMPLES, description="synthetic: test examples")
+    shape: list[Side] = Field([1, 28, 28], min_length=1, max_length=3,
                              description="synthetic: input shape, e.g. [30] or [3, 32, 32]")
-    classes: int = Field(10, ge=2, description="synthetic: number of classes")
+    classes: int = Field(10, ge=2, le=MAX_UNITS, description="synthetic: number of classes")
     teacher: Literal["mlp", "linear"] = "mlp"
-    subset: list[int] | None = Field(None, description="keep only these classes (relabelled 0..k-1)")
+    subset: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="keep only these classes (relabelled 0..k-1)")
 
 
 class ModelCfg(Section):
     name: Literal["mlp", "cnn", "resnet18", "vit"] = "mlp"
-    width: int = Field(256, ge=1, description="mlp hidden units; vit embedding dim")
-    depth: int = Field(2, ge=0, description="mlp hidden layers; vit blocks")
-    widths: list[int] = Field([64, 128, 256, 256], min_length=4, max_length=4,
+    width: int = Field(256, ge=1, le=MAX_UNITS, description="mlp hidden units; vit embedding dim")
+    depth: int = Field(2, ge=0, le=MAX_LAYERS, description="mlp hidden layers; vit blocks")
+    widths: list[Units] = Field([64, 128, 256, 256], min_length=4, max_length=4,
                               description="cnn: channels of the four conv layers")
     activation: Literal["relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear"] = "relu"
-    bottleneck: int | None = Field(None, ge=1, description="mlp: width of the last hidden layer")
+    bottleneck: int | None = Field(None, ge=1, le=MAX_UNITS, description="mlp: width of the last hidden layer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    patch: int = Field(4, ge=1, description="vit patch size")
-    heads: int = Field(4, ge=1, description="vit attention heads")
-    mlp_ratio: float = Field(2.0, gt=0, description="vit MLP hidden = ratio * width")
+    patch: int = Field(4, ge=1, le=MAX_SIDE, description="vit patch size")
+    heads: int = Field(4, ge=1, le=MAX_UNITS, description="vit attention heads")
+    mlp_ratio: float = Field(2.0, gt=0, le=64, description="vit MLP hidden = ratio * width")
     bias: bool = True
 
 
@@ -68,8 +88,8 @@ class RuleCfg(Section):
     scale: float = Field(1.0, gt=0, description="multiplies the feedback")
     init: Literal["same", "gaussian", "uniform", "orthogonal"] = Field(
         "same", description="feedback distribution: same as the forward init, or another")
-    seed: int | None = Field(None, ge=0, description="feedback seed; default run.seed + 1000")
-    rank: int = Field(10, ge=1, description="ldfa: feedback rank r")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="feedback seed; default run.seed + 1000")
+    rank: int = Field(10, ge=1, le=MAX_UNITS, description="ldfa: feedback rank r")
     adapt: Literal["fixed", "oja", "fit"] = Field("oja", description="ldfa feedback adaptation")
     feedback_lr: float = Field(1e-2, ge=0, description="ldfa: learning rate of P and Q")
     feedback_norm: bool = Field(True, description="dfa: scale B by 1/sqrt(fan) (Launay et al.)")
@@ -85,10 +105,10 @@ class OptimCfg(Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     schedule: Literal["constant", "cosine", "onecycle", "step"] = "constant"
-    warmup: int = Field(0, ge=0, description="linear warm-up, in steps")
-    step_every: int = Field(30, ge=1, description="step schedule: epochs between decays")
+    warmup: int = Field(0, ge=0, le=MAX_STEPS, description="linear warm-up, in steps")
+    step_every: int = Field(30, ge=1, le=MAX_STEPS, description="step schedule: epochs between decays")
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
     clip: float | None = Field(None, gt=0, description="clip the global grad norm to this")
     adamw_lr: float | None = Field(None, gt=0, description="muon: lr of the AdamW group (default lr)")
@@ -100,11 +120,11 @@ class OptimCfg(Section):
 
 
 class TrainCfg(Section):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(128, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    log_every: int = Field(20, ge=1, description="steps between train-loss events")
-    eval_every: int | None = Field(None, ge=1, description="steps between val evals (default: each epoch)")
+    epochs: int = Field(1, ge=1, le=1_000_000)
+    batch_size: int = Field(128, ge=1, le=MAX_EXAMPLES)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="stop after this many steps")
+    log_every: int = Field(20, ge=1, le=MAX_STEPS, description="steps between train-loss events")
+    eval_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="steps between val evals (default: each epoch)")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA")
     channels_last: Literal["auto", "off", "on"] = "auto"
     cuda_graph: Literal["auto", "off", "on"] = Field(
@@ -113,8 +133,8 @@ class TrainCfg(Section):
 
 
 class MetricsCfg(Section):
-    every: int = Field(500, ge=0, description="steps between diagnostics; 0 turns them off")
-    probe_size: int = Field(256, ge=2, description="fixed probe batch size")
+    every: int = Field(500, ge=0, le=MAX_STEPS, description="steps between diagnostics; 0 turns them off")
+    probe_size: int = Field(256, ge=2, le=65_536, description="fixed probe batch size")
     conv_layout: Literal["sample", "pixel"] = Field(
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
 
@@ -143,6 +163,11 @@ class Config(Section):
     def _subset_unique_and_split_possible(cls, v: DataCfg) -> DataCfg:
         if v.subset is not None and len(set(v.subset)) != len(v.subset):
             raise ValueError("data.subset lists a class twice")
+        classes = v.classes if v.name == "synthetic" else CLASSES[v.name]
+        if v.subset is not None and max(v.subset) >= classes:
+            bad = [c for c in v.subset if c >= classes]
+            raise ValueError(f"data.subset = {v.subset}: {v.name} has classes 0..{classes - 1}, "
+                             f"not {bad}; keep only classes below {classes}")
         n = train_examples(v)
         if n is not None and v.val_size >= n:
             where = " (data.train_size)" if v.name == "synthetic" else ""
@@ -161,6 +186,34 @@ class Config(Section):
                              f"data.val_size = {data.val_size}; lower train.batch_size")
         return v
 
+    @model_validator(mode="after")
+    def _model_fits_input(self) -> "Config":
+        """Checks that need the model and the data together (the worker would fail on them)."""
+        m, d = self.model, self.data
+        shape = tuple(d.shape) if d.name == "synthetic" else INPUT_SHAPE[d.name]
+        if m.name in IMAGE_MODELS and len(shape) != 3:
+            raise ValueError(f"model.name = {m.name!r} needs image inputs (C×H×W), but "
+                             f"data.shape = {list(shape)}; set data.shape = [C, H, W], e.g. "
+                             f"[1, 28, 28], or use model.name = 'mlp'")
+        if m.name == "vit":
+            _, h, w = shape
+            if h % m.patch or w % m.patch:
+                raise ValueError(f"model.patch = {m.patch} does not divide the {h}×{w} input "
+                                 f"({d.name}); choose a patch size that divides both, e.g. "
+                                 f"{_divisor(h, w)}")
+            if m.width % m.heads:
+                raise ValueError(f"model.heads = {m.heads} does not divide model.width = "
+                                 f"{m.width}; the vit splits the width over the heads")
+        if m.name == "mlp" and m.bottleneck is not None and m.depth == 0:
+            raise ValueError("model.bottleneck needs model.depth >= 1 (it is the width of the "
+                             "last hidden layer); unset it or raise model.depth")
+        return self
+
     @property
     def feedback_seed(self) -> int:
         return self.rule.seed if self.rule.seed is not None else self.run.seed + 1000
+
+
+def _divisor(h: int, w: int) -> int:
+    """The largest patch size up to 8 that divides both sides (1 always does)."""
+    return max(p for p in range(1, 9) if h % p == 0 and w % p == 0)

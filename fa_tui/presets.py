@@ -39,6 +39,12 @@ SECTIONS: dict[str, type[BaseModel]] = {
     name: f.annotation for name, f in Config.model_fields.items()}  # type: ignore[misc]
 KEYS = [f"{s}.{k}" for s, m in SECTIONS.items() for k in m.model_fields]
 SEEDS_AXIS = "run.seed"   # `seeds = [...]` in [sweep] is this axis
+#: bounds on what a preset may ask for, so that a runaway file is a message, not a
+#: RecursionError or minutes of expansion: `extends` chain length, nesting depth of values,
+#: and runs in one sweep (a launch of more is better split into several presets)
+MAX_EXTENDS = 32
+MAX_NESTING = 16
+MAX_SWEEP = 10_000
 
 
 class PresetError(Exception):
@@ -145,6 +151,10 @@ def _read_chain(path: Path, chain: list[Path]) -> list[_Layer]:
     if real in chain:
         cycle = " -> ".join(p.name for p in [*chain, real])
         raise PresetError(f"{path}: extends: cycle {cycle}. Remove one of these `extends` lines.")
+    if len(chain) >= MAX_EXTENDS:
+        raise PresetError(f"{chain[0]}: extends: a chain of more than {MAX_EXTENDS} files "
+                          f"(... -> {chain[-1].name} -> {path.name}); a preset may extend at most "
+                          f"{MAX_EXTENDS} files in a row. Shorten the chain of `extends` lines.")
     doc = _read_toml(path)
     parents: list[_Layer] = []
     if "extends" in doc:
@@ -155,7 +165,13 @@ def _read_chain(path: Path, chain: list[Path]) -> list[_Layer]:
 def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            doc = tomllib.load(f)
+        key = _too_deep(doc, "", 0)
+        if key is None:
+            return doc
+        where = f" under {key}"
+    except RecursionError:           # tomllib itself recursed too deep: no key known yet
+        where = ""
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         where = f"line {m[1]}, column {m[2]}" if m else "end of file"
@@ -167,6 +183,22 @@ def _read_toml(path: Path) -> dict:
         raise PresetError(f"{path}: not a UTF-8 text file; a preset is a TOML file.") from None
     except OSError as e:
         raise PresetError(f"{path}: cannot read the preset: {e.strerror}.") from None
+    raise PresetError(f"{path}: values nested more than {MAX_NESTING} deep{where}: no key takes "
+                      f"lists or tables nested that deep. Flatten the value.")
+
+
+def _too_deep(value: Any, key: str, depth: int) -> str | None:
+    """The dotted key under which `value` nests lists/tables more than MAX_NESTING deep."""
+    if depth > MAX_NESTING:
+        return key or "(top level)"
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for k, v in items:
+        found = _too_deep(v, f"{key}.{k}" if isinstance(k, str) and key else
+                          (k if isinstance(k, str) else key), depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _find_parent(path: Path, extends: Any) -> Path:
@@ -309,6 +341,16 @@ def _expand(layer: _Layer, path: Path, check_data: bool) -> Plan:
     order = ([SEEDS_AXIS] if SEEDS_AXIS in axes else []) + [k for k in axes if k != SEEDS_AXIS]
     base = layer.values.get("run.name") or path.stem
     labels = _axis_labels(list(axes))
+    size = 1
+    for values in axes.values():
+        size *= len(values)
+    if size > MAX_SWEEP:
+        sizes = " × ".join(f"{len(v)} ({'seeds' if k == SEEDS_AXIS else k})"
+                           for k, v in axes.items())
+        src = layer.source.get(next(iter(axes)), str(path))
+        raise PresetError(f"{src}: sweep: {sizes} = {size:,} runs, more than the {MAX_SWEEP:,} "
+                          f"one launch may hold. Sweep fewer values, or split the sweep into "
+                          f"several presets.")
     runs = []
     for combo in itertools.product(*(axes[k] for k in order)):
         chosen = dict(zip(order, combo))
@@ -364,6 +406,8 @@ def _friendly(e: ValidationError, layer: _Layer, point: dict[str, Any], path: Pa
     elif kind in ("too_short", "too_long"):
         short = err['msg'].lower().replace(' after validation', '')
         what = f"expected {_expects(ann)}: {short}; e.g. {_example_line(key)}."
+    elif kind == "finite_number":
+        what = f"expected a finite number (inf and nan are not values a run can use); e.g. {_example_line(key)}."
     elif kind == "string_pattern_mismatch":
         what = f"expected {_field(key).description}."
     else:

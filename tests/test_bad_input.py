@@ -33,6 +33,34 @@ CASES = {
     "batch_too_big": ('[data]\nname = "cifar10"\nval_size = 49990\n[train]\nbatch_size = 64\n',
                       [], ["train.batch_size = 64", "10 training examples",
                            "data.val_size = 49990"]),
+    # values the schema used to accept and the worker then failed on (issue 10)
+    "inf_lr": ("[optim]\nlr = inf\n", [], ["optim.lr = inf", "finite number"]),
+    "inf_weight_decay": ("[optim]\nweight_decay = inf\n", [],
+                         ["optim.weight_decay = inf", "finite"]),
+    "inf_scale": ("[rule]\nscale = inf\n", [], ["rule.scale = inf", "finite"]),
+    "nan_beta": ("[optim]\nbetas = [nan, 0.999]\n", [], ["optim.betas[0] = nan", "finite"]),
+    "big_beta": ("[optim]\nbetas = [0.9, 1.5]\n", [], ["optim.betas[1] = 1.5", "< 1"]),
+    "cnn_zero_width": ('[model]\nname = "cnn"\nwidths = [0, 8, 8, 8]\n', [],
+                       ["model.widths[0] = 0", ">= 1"]),
+    "empty_subset": ("[data]\nsubset = []\n", [], ["data.subset", "at least 1"]),
+    "subset_out_of_range": ("[data]\nsubset = [0, 12]\n", [],
+                            ["data.subset", "classes 0..9", "[12]"]),
+    "negative_subset": ("[data]\nsubset = [-1, 2]\n", [], ["data.subset[0] = -1", ">= 0"]),
+    "zero_shape": ("[data]\nshape = [0]\n", [], ["data.shape[0] = 0", ">= 1"]),
+    "negative_shape": ("[data]\nshape = [-5]\n", [], ["data.shape[0] = -5", ">= 1"]),
+    "huge_width": ("[model]\nwidth = 100000000\n", [], ["model.width = 100000000", "<="]),
+    "huge_train_size": ("[data]\ntrain_size = 1000000000000\n", [],
+                        ["data.train_size", "<="]),
+    "cnn_on_vectors": ('[model]\nname = "cnn"\n[data]\nshape = [30]\n', [],
+                       ["model.name = 'cnn' needs image inputs", "data.shape = [30]"]),
+    "vit_patch": ('[model]\nname = "vit"\npatch = 5\n', [],
+                  ["model.patch = 5 does not divide the 28×28 input"]),
+    "big_sweep": ("[sweep]\nseeds = [%s]\n\"optim.lr\" = [%s]\n"
+                  % (", ".join(map(str, range(1000))),
+                     ", ".join(f"0.{i:04d}1" for i in range(1000))), [],
+                  ["sweep", "1,000,000 runs", "10,000"]),
+    "deep_nesting": ('[sweep]\n"optim.lr" = ' + "[" * 2000 + "]" * 2000 + "\n", [],
+                     ["nested more than"]),
     "missing_data": ('[data]\nname = "cifar10"\nroot = "{tmp}/nodata"\ndownload = false\n', [],
                      ["data.name", "cifar10", "not found"]),
 }
@@ -66,3 +94,40 @@ def test_missing_preset_file_exits_2(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "nope.toml" in proc.stderr and "quickstart" in proc.stderr
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def _run(args: list[str], tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FA_TUI_DATA": str(tmp_path / "nodata")}
+    return subprocess.run([sys.executable, "-m", "fa_tui", "run", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _refused(proc: subprocess.CompletedProcess, runs: Path) -> None:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output
+    assert proc.stderr.count("error:") == 1, proc.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_long_extends_chain_is_one_message(tmp_path):
+    """1100 files each extending the next: refused at the bound, naming the file and `extends`
+    (it used to be a RecursionError traceback)."""
+    for i in range(1100):
+        text = f'extends = "c{i + 1}.toml"\n' if i < 1099 else "[optim]\nlr = 0.1\n"
+        (tmp_path / f"c{i}.toml").write_text(text, encoding="utf-8")
+    runs = tmp_path / "runs"
+    proc = _run([str(tmp_path / "c0.toml"), "-d", str(runs)], tmp_path)
+    _refused(proc, runs)
+    assert "c0.toml: extends: a chain of more than 32 files" in proc.stderr
+
+
+def test_gpus_the_machine_lacks_are_refused(tmp_path):
+    """--gpus is checked against the GPUs this machine has (nvidia-smi -L, torch-free)."""
+    from fa_tui.machine import gpu_count
+    runs = tmp_path / "runs"
+    missing = str(gpu_count() + 7)
+    proc = _run(["quickstart", "-d", str(runs), "--gpus", missing], tmp_path)
+    _refused(proc, runs)
+    assert f"--gpus {missing}" in proc.stderr
+    assert "GPU" in proc.stderr and "set run.device" not in proc.stderr
