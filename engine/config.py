@@ -30,7 +30,8 @@ IMAGE_MODELS = ("cnn", "resnet18", "vit")
 # use — and exist so that a typo (an extra three zeros) is refused by the schema with a
 # message, not discovered by the kernel's out-of-memory killer. What a run actually needs is
 # checked against the machine by the memory estimate at launch (engine/estimate.py).
-MAX_UNITS = 1 << 20          # widths, channels, embedding dims, ranks
+MAX_UNITS = 1 << 30          # widths, channels, embedding dims, ranks (the memory estimate
+                             # refuses far less at launch; this bounds the arithmetic)
 MAX_LAYERS = 1024            # depth
 MAX_EXAMPLES = 10_000_000    # synthetic dataset sizes, batch and probe sizes
 MAX_SIDE = 4096              # one dimension of an input shape
@@ -57,7 +58,7 @@ class DataCfg(Section):
     root: str | None = Field(None, description="dataset folder; else $FA_TUI_DATA, else the user cache")
     val_size: int = Field(5000, ge=0, le=MAX_EXAMPLES, description="examples held out from train for validation")
     augment: bool = Field(True, description="random crop + flip (CIFAR only), done on the device")
-    download: bool = Field(True, description="try torchvision's download when files are missing")
+    download: bool = Field(True, description="missing files are downloaded once, at launch")
     # synthetic only: a fixed random teacher network labels Gaussian inputs.
     train_size: int = Field(8192, ge=16, le=MAX_EXAMPLES, description="synthetic: training examples (val included)")
     test_size: int = Field(2048, ge=16, le=MAX_EXAMPLES, description="synthetic: test examples")

@@ -89,13 +89,14 @@ def _as_nchw(images) -> torch.Tensor:
 
 
 def _from_torchvision(cfg: DataCfg) -> tuple[torch.Tensor, ...]:
-    """Train and test through torchvision's class, downloading when cfg.download allows."""
+    """Train and test through torchvision's class. The worker never downloads: the launcher
+    fetched the files once (engine/fetch.py) before any run existed."""
     cls, root = TORCHVISION[cfg.name], str(data_root(cfg))
     if isinstance(cls, str):
         from torchvision import datasets
         cls = getattr(datasets, cls)
     try:
-        parts = [cls(root, train=train, download=cfg.download) for train in (True, False)]
+        parts = [cls(root, train=train, download=False) for train in (True, False)]
     except (RuntimeError, OSError) as e:  # offline downloads raise URLError, an OSError
         hint = missing_files(cfg) or (
             f"The files in {search_dirs(cfg)[0]} are there but torchvision rejected them (a "
@@ -187,12 +188,13 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def load_data(cfg: DataCfg, seed: int, device: torch.device | str) -> Splits:
     """Load `cfg`'s dataset onto `device`, with `cfg.val_size` training examples held out for
     validation by a permutation seeded by `seed`. Raises FileNotFoundError (with
-    data_files.missing_files's message) when the files are absent and download is off."""
+    data_files.missing_files's message) when the files are absent: the launcher fetches them,
+    a worker never downloads."""
     if cfg.name == "synthetic":
         train_x, train_y, test_x, test_y = _synthetic(cfg)
         classes = cfg.classes
     else:
-        problem = missing_files(cfg, allow_download=cfg.download)
+        problem = missing_files(cfg)
         if problem:
             raise FileNotFoundError(problem)
         train_x, train_y, test_x, test_y = _load_files(cfg)

@@ -13,6 +13,8 @@ Layouts searched, in order (the first directory that holds every expected file w
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -35,6 +37,12 @@ TORCHVISION_LAYOUT: dict[str, tuple[str, list[str]]] = {
 SYSTEM_DIRS: dict[str, list[Path]] = {
     "fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")],
 }
+
+#: the host torchvision downloads each dataset from first (its mirrors list)
+DOWNLOAD_HOST = {"mnist": "ossci-datasets.s3.amazonaws.com",
+                 "fashion_mnist": "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+                 "cifar10": "www.cs.toronto.edu", "cifar100": "www.cs.toronto.edu"}
+_reachable: dict[str, tuple[bool, float]] = {}
 
 _DOWNLOAD_SIZE = {"mnist": "~12 MB", "fashion_mnist": "~30 MB",
                   "cifar10": "~170 MB", "cifar100": "~170 MB"}
@@ -106,3 +114,22 @@ def missing_files(cfg: DataCfg, allow_download: bool = False) -> str | None:
         lines.append(f"  - or, on Debian/Ubuntu: apt-get install dataset-fashion-mnist "
                      f"(installs them into {SYSTEM_DIRS['fashion_mnist'][0]})")
     return "\n".join(lines)
+
+
+def reachable(name: str, timeout: float = 2.0, cache_s: float = 60.0) -> bool:
+    """Whether `name`'s download host answers a connection (cached for a minute): Compose uses
+    it to flag a dataset that is neither on disk nor fetchable. The launch itself tries the
+    real download (engine/fetch.py)."""
+    host = DOWNLOAD_HOST.get(name)
+    if host is None:
+        return False
+    hit = _reachable.get(host)
+    if hit is not None and time.monotonic() - hit[1] < cache_s:
+        return hit[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        ok = True
+    except OSError:
+        ok = False
+    _reachable[host] = (ok, time.monotonic())
+    return ok

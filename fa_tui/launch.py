@@ -1,11 +1,15 @@
 """Creating, starting, stopping and queueing runs. Torch-free: the CLI and the TUI use it.
 
+Runs are queued with `submit` (the executor, e.g. the runs directory's scheduler, starts them
+through `spawn`) and watched with `follow`.
+
 A run is started as its own process (`python -m engine.worker RUN_DIR`) in a new session, so
 it survives the CLI, the TUI and an SSH disconnect; everything that follows it reads the run
 directory (docs/run-directory.md). The launcher writes to a run directory only when no worker
 is there to do it: when it creates the run (`queued`), when it starts the worker (`running`
 with the child's pid, so a worker that dies before its first heartbeat is still detected),
-when a run is stopped before it started, and when a worker exited without a final status.
+when a run is stopped before it started; the scheduler writes one when a worker exited
+without a final status.
 """
 from __future__ import annotations
 
@@ -138,116 +142,67 @@ def stop(run: RunDir) -> bool:
 
 @dataclass
 class RunProgress:
-    """What a queue knows about one of its runs; `on_update` receives the list of them."""
+    """What a follower knows about one run; `on_update` receives the list of them."""
     run: RunDir
     state: str = "queued"
     step: int = 0
     total: int | None = None
     gpu: str | None = None
     reason: str | None = None
-    returncode: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.state not in ACTIVE_STATES
 
 
-@dataclass
-class _Slot:
-    progress: RunProgress
-    proc: subprocess.Popen
-    events: EventLog
+# --- the queue: clients enqueue, an executor starts -----------------------------------------
+def submit(runs_dir: Path, runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] = (),
+           resume: bool = False, estimates: dict[str, int] | None = None) -> None:
+    """Hand `runs` to the executor, which starts them `jobs` at a time over `gpus` (each
+    worker sees one, as CUDA_VISIBLE_DEVICES) and outlives this process.
+
+    This is the one place where the executor is chosen. The local one is the runs directory's
+    scheduler (fa_tui/scheduler.py): the batch is written into RUNS_DIR/.queue and the
+    scheduler is started if none runs. `estimates` (run path -> bytes) let it say how much
+    memory a worker killed by the kernel was expected to need."""
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import ensure_scheduler
+    QueueDir(runs_dir).add([r.path for r in runs], jobs, gpus, resume, estimates)
+    ensure_scheduler(Path(runs_dir))
 
 
-def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None = None,
-              on_update: Callable[[list[RunProgress]], None] = lambda progress: None,
-              resume: bool = False, poll_s: float = 0.5) -> list[RunProgress]:
-    """Run `runs` with at most `jobs` workers at a time, in order, until all have ended.
+def follow(runs: Sequence[RunDir], runs_dir: Path,
+           on_update: Callable[[list[RunProgress]], None] = lambda progress: None,
+           poll_s: float = 0.5) -> list[RunProgress]:
+    """Watch `runs` until every one has ended; returns their last progress.
 
-    The scheduling is the TUI's LaunchQueue (fa_tui/core/queue.py): each new worker gets the
-    GPU of `gpus` with the fewest of this queue's workers (ties: the first), and a queued run
-    stopped before its turn (`fa-tui stop`) is skipped. This loop steps it and follows the
-    workers it starts: progress from the events (steps) and status.json (state); `on_update`
-    is called after every poll with the same list, which is also returned.
-
-    On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) running workers are
-    stopped — they checkpoint — and waited for, runs not yet started are marked stopped, and
-    the interrupt is raised again."""
-    from fa_tui.core.queue import LaunchQueue
+    Following only reads: interrupting it stops nothing. Progress comes from the events
+    (steps) and status.json (state); the GPU from the queue's record. Should the scheduler
+    have died with runs still queued (killed, machine rebooted), it is started again."""
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import ensure_scheduler
+    queue = QueueDir(runs_dir)
     progress = [RunProgress(run) for run in runs]
-    of_run = {id(p.run): p for p in progress}
-    slots: list[_Slot] = []
-
-    def start(run: RunDir, gpu: str | None, resume: bool) -> subprocess.Popen:
-        p = of_run[id(run)]
-        proc = spawn(run, gpu, resume)
-        p.gpu, p.state = gpu, "running"
-        slots.append(_Slot(p, proc, EventLog(run.file(EVENTS))))
-        return proc
-
-    def skipped() -> None:
-        """Runs the queue passed over (stopped, or taken over, before their turn)."""
-        waiting = {id(run) for run in queue.pending()}
+    logs = {id(p): EventLog(p.run.file(EVENTS)) for p in progress}
+    polls = 0
+    while True:
+        gpus = {path: info.get("gpu") for b in queue.batches()
+                for path, info in queue.started(b.id).items()}
         for p in progress:
-            if p.state == "queued" and id(p.run) not in waiting:
-                _read_final(p)
-
-    queue = LaunchQueue()
-    try:
-        queue.add(runs, start, jobs, gpus or (), resume)
-        while True:
-            for slot in list(slots):
-                _poll(slot)
-                if slot.proc.poll() is not None:
-                    _poll(slot)             # the last events
-                    slot.progress.returncode = slot.proc.returncode
-                    _read_final(slot.progress)
-                    slots.remove(slot)
-            queue.step()
-            skipped()
-            on_update(progress)
-            if not slots and not queue.busy:
-                break
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        for run in queue.cancel():
-            stop(run)
-            _read_final(of_run[id(run)])
-        for slot in slots:
-            stop(slot.progress.run)
-        for slot in slots:
-            slot.progress.returncode = slot.proc.wait()
-            _poll(slot)
-            _read_final(slot.progress)
+            if p.finished:
+                continue
+            for event in logs[id(p)].poll():
+                p.step = event.get("step", p.step)
+                p.total = event.get("total_steps", p.total)
+            status = p.run.read_status()
+            p.state, p.reason = status.state, status.reason
+            p.total = status.total_steps or p.total
+            p.step = max(p.step, status.step)
+            p.gpu = gpus.get(str(p.run.path.resolve()), p.gpu)
         on_update(progress)
-        raise
-    return progress
-
-
-def _poll(slot: _Slot) -> None:
-    """Step from the newest events (smoother than the 5 s heartbeat), total from the status."""
-    p = slot.progress
-    for event in slot.events.poll():
-        p.step = event.get("step", p.step)
-        p.total = event.get("total_steps", p.total)
-    status = p.run.read_status()
-    p.total = status.total_steps or p.total
-    p.step = max(p.step, status.step)
-    p.reason = status.reason
-
-
-def _read_final(p: RunProgress) -> None:
-    """The state after the worker exited. A worker that exited without writing a final state
-    (killed, out of memory, crashed in the interpreter) can no longer write one: record it as
-    failed here, with its exit status, instead of leaving `running` until the heartbeat ages."""
-    status = p.run.read_status()
-    if p.returncode is not None and status.state in ACTIVE_STATES:
-        rc = p.returncode
-        how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
-               else f"exited with status {rc}")
-        status.state = "failed"
-        status.reason = f"worker {how} before writing its final state; see {LOG}"
-        p.run.write_status(status)
-    p.state, p.reason = status.state, status.reason
-    p.step = max(p.step, status.step)
-    p.total = status.total_steps or p.total
+        if all(p.finished for p in progress):
+            return progress
+        polls += 1
+        if polls % 10 == 0 and queue.batches():
+            ensure_scheduler(Path(runs_dir))
+        time.sleep(poll_s)

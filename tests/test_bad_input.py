@@ -48,7 +48,7 @@ CASES = {
     "negative_subset": ("[data]\nsubset = [-1, 2]\n", [], ["data.subset[0] = -1", ">= 0"]),
     "zero_shape": ("[data]\nshape = [0]\n", [], ["data.shape[0] = 0", ">= 1"]),
     "negative_shape": ("[data]\nshape = [-5]\n", [], ["data.shape[0] = -5", ">= 1"]),
-    "huge_width": ("[model]\nwidth = 100000000\n", [], ["model.width = 100000000", "<="]),
+    "huge_width": ("[model]\nwidth = 10000000000\n", [], ["model.width = 10000000000", "<="]),
     "huge_train_size": ("[data]\ntrain_size = 1000000000000\n", [],
                         ["data.train_size", "<="]),
     "cnn_on_vectors": ('[model]\nname = "cnn"\n[data]\nshape = [30]\n', [],

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 from pydantic import ValidationError
 
 from engine.config import Config
-from engine.data_files import missing_files
+from engine.data_files import find_files, missing_files, reachable
 
 Values = Mapping[str, Any]
 MAX_RUNS = 64           # a sweep larger than this is almost surely a typo; the CLI has no cap
@@ -289,7 +289,10 @@ def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
         configs.append(cfg)
         names.append(run_name(cfg.run.name, {p: chosen[p] for p in varying}))
     for cfg in {c.data.model_dump_json(): c for c in configs}.values():
-        missing = missing_files(cfg.data, allow_download=cfg.data.download)
+        # missing files are fine when the launch can fetch them (needs the network)
+        missing = (None if find_files(cfg.data) is not None else
+                   missing_files(cfg.data, allow_download=cfg.data.download
+                                 and reachable(cfg.data.name)))
         if missing:
             errors["data.name"] = missing
     if errors or general:

@@ -1,99 +1,162 @@
-"""The launch queue: a sweep starts `jobs` runs at a time; the rest wait in their run
-directories as `queued` and are started as slots free up. The TUI's poller steps it; the CLI's
-`fa_tui.launch.run_queue` steps it in a loop and follows the runs it starts.
+"""The launch queue of a runs directory, as files: what clients write and the scheduler reads.
 
-With several GPUs and device `auto`, each start goes to the GPU with the fewest of the batch's
-running workers (as `fa-tui run --gpus` does). A queued run stopped meanwhile (`x`) is
-skipped. Quitting the app leaves started runs running and queued runs queued (Runs: `r`
-starts them).
+A launch (a sweep from the CLI or the TUI, a resume) is one *batch*: its runs in order, how
+many may run at a time (`jobs`), the GPUs to spread them over, whether they resume, and the
+memory each was estimated to need. Clients never start workers: they write the batch and make
+sure the runs directory's scheduler (fa_tui/scheduler.py) runs; the scheduler starts the runs
+as slots free up and records which it started. Everything lives under RUNS_DIR/.queue/:
+
+    scheduler.lock         held (flock) by the one scheduler of this runs directory; holds its pid
+    scheduler.log          the scheduler's output
+    batches/ID.json        one batch, written once by a client (atomic); `jobs` may be rewritten
+    batches/ID.started     the scheduler's record: run path -> {gpu, pid} or {skipped: why}
+
+Batch ids sort in creation order (time, then pid), so runs start in the order launched. Every
+write is atomic (temporary file + rename), so a client and the scheduler never see half a file,
+and two clients enqueueing at once write two batches. Every reader survives garbage.
+
+Torch- and Textual-free: the CLI, the TUI and the scheduler all use it.
 """
 from __future__ import annotations
 
-import subprocess
-import threading
-from collections import Counter, deque
+import fcntl
+import json
+import os
+import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
-from engine.rundir import RunDir
-from fa_tui.launch import worker_alive
+from engine.rundir import write_json_atomic
 
-Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)
+QUEUE_DIR = ".queue"
+LOCK, LOG, BATCHES = "scheduler.lock", "scheduler.log", "batches"
 
 
 @dataclass
-class _Batch:
-    spawn: Spawn
-    jobs: int
-    gpus: Sequence[str]
-    resume: bool
-    pending: deque[RunDir]
-    running: list[tuple[subprocess.Popen, str | None]] = field(default_factory=list)
+class Batch:
+    id: str
+    runs: list[str]                        # absolute run directory paths, in start order
+    jobs: int = 1
+    gpus: list[str] = field(default_factory=list)
+    resume: bool = False
+    estimates: dict[str, int] = field(default_factory=dict)    # run path -> bytes
+
+    @staticmethod
+    def parse(batch_id: str, raw: Any) -> Batch | None:
+        """A batch from its JSON, or None when the file is not one (any bytes may be there)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list):
+            return None
+        runs = [r for r in raw["runs"] if isinstance(r, str)]
+        jobs = raw.get("jobs")
+        gpus = raw.get("gpus") if isinstance(raw.get("gpus"), list) else []
+        est = raw.get("estimates") if isinstance(raw.get("estimates"), dict) else {}
+        return Batch(batch_id, runs, jobs if isinstance(jobs, int) and jobs >= 1 else 1,
+                     [str(g) for g in gpus], raw.get("resume") is True,
+                     {k: v for k, v in est.items() if isinstance(v, int)})
+
+    def to_json(self) -> dict:
+        return {"v": 1, "runs": self.runs, "jobs": self.jobs, "gpus": self.gpus,
+                "resume": self.resume, "estimates": self.estimates, "created": time.time()}
 
 
-class LaunchQueue:
-    """Thread-safe: batches are added from a launch worker and stepped by the poller."""
+class QueueDir:
+    """The queue files of one runs directory."""
 
-    def __init__(self) -> None:
-        self._batches: list[_Batch] = []
-        self._lock = threading.Lock()
+    def __init__(self, runs_dir: str | os.PathLike) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.path = self.runs_dir / QUEUE_DIR
+        self.batches_dir = self.path / BATCHES
+        self.lock_path = self.path / LOCK
+        self.log_path = self.path / LOG
 
-    def add(self, runs: Sequence[RunDir], spawn: Spawn, jobs: int = 1,
-            gpus: Sequence[str] = (), resume: bool = False) -> list[str]:
-        """Queue `runs` (new ones, or ended ones to resume from their checkpoints) and start
-        the first `jobs` of them; returns the names started."""
-        with self._lock:
-            self._batches.append(_Batch(spawn, max(jobs, 1), list(gpus), resume, deque(runs)))
-        return self.step()
+    # --- clients --------------------------------------------------------------------------
+    def add(self, runs: Sequence[os.PathLike | str], jobs: int = 1, gpus: Sequence[str] = (),
+            resume: bool = False, estimates: dict[str, int] | None = None) -> Batch:
+        """Write a new batch (atomically); the scheduler picks it up on its next poll."""
+        self.batches_dir.mkdir(parents=True, exist_ok=True)
+        batch_id = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        batch = Batch(batch_id, [str(Path(r).resolve()) for r in runs], max(1, jobs),
+                      list(gpus), resume, dict(estimates or {}))
+        write_json_atomic(self.batches_dir / f"{batch_id}.json", batch.to_json())
+        return batch
 
-    def step(self) -> list[str]:
-        """Reap workers that exited, then start queued runs into the free slots."""
-        started = []
-        with self._lock:
-            for batch in self._batches:
-                batch.running = [(p, g) for p, g in batch.running if p.poll() is None]
-                while batch.pending and len(batch.running) < batch.jobs:
-                    run = batch.pending.popleft()
-                    status = run.read_status()
-                    # skip a run stopped meanwhile or started elsewhere; a resumed run only if
-                    # a live worker has it (a worker killed seconds ago still reads as
-                    # running), so a queued run can be resumed too: it starts over
-                    if (worker_alive(status) if batch.resume else status.state != "queued"):
-                        continue
-                    gpu = _least_loaded(batch.gpus, [g for _, g in batch.running])
-                    batch.running.append((batch.spawn(run, gpu, resume=batch.resume), gpu))
-                    started.append(run.name)
-            self._batches = [b for b in self._batches if b.pending or b.running]
-        return started
+    def set_jobs(self, jobs: int) -> int:
+        """Change how many runs of every waiting batch may run at a time; returns how many
+        batches changed. The scheduler reads it on its next poll."""
+        changed = 0
+        for batch in self.batches():
+            batch.jobs = max(1, jobs)
+            try:
+                write_json_atomic(self.batches_dir / f"{batch.id}.json", batch.to_json())
+                changed += 1
+            except FileNotFoundError:        # finished meanwhile
+                pass
+        return changed
 
-    @property
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(len(b.pending) for b in self._batches)
+    def waiting(self) -> list[str]:
+        """Run paths enqueued but not started (or passed over) yet, in start order."""
+        out = []
+        for batch in self.batches():
+            started = self.started(batch.id)
+            out += [r for r in batch.runs if r not in started]
+        return out
 
-    @property
-    def busy(self) -> bool:
-        """Whether any run is still waiting or any started worker still runs (as of the last
-        step)."""
-        with self._lock:
-            return any(b.pending or b.running for b in self._batches)
+    def scheduler_pid(self) -> int | None:
+        """The pid of this runs directory's scheduler, or None when none holds the lock."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
-    def pending(self) -> list[RunDir]:
-        """The runs not started yet, in order."""
-        with self._lock:
-            return [run for b in self._batches for run in b.pending]
+    # --- both -------------------------------------------------------------------------------
+    def batches(self) -> list[Batch]:
+        """Every readable batch, oldest first."""
+        try:
+            names = sorted(p.name for p in self.batches_dir.iterdir()
+                           if p.suffix == ".json" and not p.name.startswith("."))
+        except OSError:
+            return []
+        out = []
+        for name in names:
+            try:
+                raw = json.loads((self.batches_dir / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            batch = Batch.parse(name.removesuffix(".json"), raw)
+            if batch is not None:
+                out.append(batch)
+        return out
 
-    def cancel(self) -> list[RunDir]:
-        """Drop every run not started yet and return them (started workers are untouched)."""
-        with self._lock:
-            dropped = [run for b in self._batches for run in b.pending]
-            for b in self._batches:
-                b.pending.clear()
-        return dropped
+    def started(self, batch_id: str) -> dict[str, dict]:
+        try:
+            raw = json.loads((self.batches_dir / f"{batch_id}.started").read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
+
+    # --- the scheduler ----------------------------------------------------------------------
+    def mark_started(self, batch_id: str, started: dict[str, dict]) -> None:
+        write_json_atomic(self.batches_dir / f"{batch_id}.started", started)
+
+    def remove(self, batch_id: str) -> None:
+        for suffix in (".json", ".started"):
+            (self.batches_dir / f"{batch_id}{suffix}").unlink(missing_ok=True)
 
 
-def _least_loaded(gpus: Sequence[str], busy: Sequence[str | None]) -> str | None:
+def least_loaded(gpus: Sequence[str], busy: Sequence[str | None]) -> str | None:
+    """The GPU of `gpus` with the fewest of `busy` (ties: the first); None without GPUs."""
     if not gpus:
         return None
-    load = Counter(busy)
-    return min(gpus, key=lambda g: (load[g], gpus.index(g)))
+    return min(gpus, key=lambda g: (sum(1 for b in busy if b == g), gpus.index(g)))
