@@ -13,9 +13,11 @@ the launcher, which creates it with config.toml and a `queued` status). Layout (
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -39,14 +41,30 @@ def resolve_runs_dir(option: str | os.PathLike | None = None) -> Path:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """`obj` as JSON, written with `write_atomic`."""
+    write_atomic(path, json.dumps(obj, indent=1, allow_nan=False, default=_json_default))
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`, so a
-    reader never sees a half-written file, whatever happens to the writer."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    reader never sees a half-written file, whatever happens to the writer. When the write
+    fails (a full disk) the temporary file is removed and `path` is left as it was: never a
+    truncated or 0-byte file. The OSError names `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.filename != str(path):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def _json_default(o: Any) -> Any:

@@ -4,7 +4,9 @@ runs directory.
 It never touches a training process except through its run directory and fa_tui.launch: a
 background thread polls the directory (fa_tui.core.store) about twice a second and posts a
 `RunsUpdated` message; the active screen redraws from that snapshot. Quitting the app leaves
-every run running. Torch is never imported (the worker is a separate process).
+every run running, and queued runs are started by the runs directory's scheduler
+(fa_tui/scheduler.py), which outlives the app. Torch is never imported (the worker is a
+separate process).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from engine.rundir import RunDir
-from fa_tui.core.queue import LaunchQueue
+from fa_tui.core.queue import QueueDir
 from fa_tui.core.store import RunStore, Snapshot
 from fa_tui.screens.messages import MonitorRuns, RunsLaunched, RunsUpdated
 from fa_tui.screens.runs import RunsScreen
@@ -60,7 +62,7 @@ class FaApp(App[None]):
         self.monitored: tuple[str, ...] = ()
         self.polls = 0
         self._wake = threading.Event()
-        self.queue = LaunchQueue()
+        self.queue = QueueDir(self.runs_dir)
 
     def on_mount(self) -> None:
         self.sub_title = str(self.runs_dir)
@@ -80,7 +82,10 @@ class FaApp(App[None]):
         failures = 0
         while not worker.is_cancelled:
             try:
-                self.queue.step()
+                if self.polls % 10 == 0 and self.queue.batches() and \
+                        self.queue.scheduler_pid() is None:      # it died: the queue goes on
+                    from fa_tui.scheduler import ensure_scheduler
+                    ensure_scheduler(self.runs_dir)
                 self.post_message(RunsUpdated(self.store.refresh(self.monitored)))
                 failures = 0
             except OSError as e:     # a run deleted mid-poll, an unreadable directory, no fork
@@ -92,13 +97,14 @@ class FaApp(App[None]):
             self._wake.clear()
 
     def start(self, runs: list[RunDir], jobs: int = 1, gpus: Sequence[str] = (),
-              resume: bool = False) -> list[str]:
-        """Start `runs` (or resume them), `jobs` at a time, through the launch queue that the
-        poller keeps going; callable from any thread. Returns the names started now."""
-        from fa_tui.launch import spawn          # pydantic: not on the start-up path
-        started = self.queue.add(runs, spawn, jobs, gpus, resume)
+              resume: bool = False, estimates: dict[str, int] | None = None) -> list[str]:
+        """Queue `runs` (or resume them), `jobs` at a time, with the runs directory's
+        scheduler, which starts them and outlives the app; callable from any thread. Returns
+        the names queued."""
+        from fa_tui.launch import submit          # pydantic: not on the start-up path
+        submit(self.runs_dir, runs, jobs, gpus, resume, estimates)
         self.wake()
-        return started
+        return [run.name for run in runs]
 
     def wake(self) -> None:
         """Poll now, e.g. after a launch or a stop, instead of within half a second."""
@@ -127,7 +133,7 @@ class FaApp(App[None]):
 
     @on(RunsLaunched)
     def _launched(self, message: RunsLaunched) -> None:
-        waiting = self.queue.waiting
+        waiting = len(self.queue.waiting())
         self.notify(f"Launched {len(message.names)} run(s): {', '.join(message.names[:3])}"
                     + (" …" if len(message.names) > 3 else "")
                     + (f"; {waiting} wait their turn (queued)" if waiting else ""))

@@ -152,6 +152,12 @@ def _root(ctx: typer.Context, runs_dir: RunsDirOpt = None,
 
 
 # --- run / resume -----------------------------------------------------------------------------
+DetachOpt = Annotated[bool, typer.Option(
+    "--detach", help="Queue the runs and return at once; they run on without this command.")]
+MemoryOpt = Annotated[bool, typer.Option(
+    "--skip-memory-check", help="Launch even when the memory estimate exceeds what is free.")]
+
+
 @app.command()
 def run(ctx: typer.Context,
         preset: Annotated[str, typer.Argument(
@@ -160,11 +166,14 @@ def run(ctx: typer.Context,
         sets: Annotated[Optional[list[str]], typer.Option(
             "--set", "-s", metavar="KEY=VALUE", show_default=False,
             help="Override a preset value, e.g. --set optim.lr=0.05 (repeatable).")] = None,
-        runs_dir: RunsDirOpt = None, jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
+        runs_dir: RunsDirOpt = None, jobs: JobsOpt = None, gpus: GpusOpt = None,
+        detach: DetachOpt = False, skip_memory_check: MemoryOpt = False) -> None:
     """Run a preset (every run of its sweep) and follow it to the end.
 
-    Nothing is created when the preset has a mistake. Workers run in their own sessions:
-    Ctrl-C stops them cleanly (resumable), a lost terminal (SSH) does not."""
+    Everything is checked first (the preset, the GPUs, memory, disk, the data, fetched once
+    if missing); nothing is created when something is wrong. The runs are queued in the runs
+    directory, whose scheduler starts them and outlives this command: Ctrl-C, a lost terminal
+    or a killed `fa-tui run` stop only the following, never the runs."""
     from fa_tui.presets import PresetError, load_preset
     gpu_list = _parse_gpus(gpus)
     try:
@@ -180,18 +189,50 @@ def run(ctx: typer.Context,
         configs = [c.model_copy(update={"run": c.run.model_copy(update={"device": "cuda"})})
                    for c in configs]
     root = _runs_dir(ctx, runs_dir)
-    from fa_tui.launch import create_run
+    n_jobs = jobs or len(gpu_list) or 1
+    estimates = _preflight(configs, root, n_jobs, gpu_list, not skip_memory_check)
+    from fa_tui.launch import create_run, submit
+    runs: list[RunDir] = []
     try:
-        runs = [create_run(root, cfg, cfg.run.name) for cfg in configs]
+        for cfg in configs:
+            runs.append(create_run(root, cfg, cfg.run.name))
+        submit(root, runs, n_jobs, gpu_list, estimates={
+            str(r.path.resolve()): estimates[c.run.name] for r, c in zip(runs, configs)})
     except OSError as e:
+        _undo(runs)
         fail(f"cannot create runs under {root}: {e.strerror or e}")
-    out.print(f"{len(runs)} run{'s' * (len(runs) != 1)} under {root}", markup=False)
-    _follow(runs, jobs or len(gpu_list) or 1, gpu_list, resume=False)
+    out.print(f"{len(runs)} run{'s' * (len(runs) != 1)} queued under {root}", markup=False)
+    if detach:
+        where = "" if root.resolve() == resolve_runs_dir().resolve() else f" -d {root}"
+        out.print(f"they run on their own; follow them with: fa-tui ls{where} (or fa-tui)",
+                  markup=False)
+        raise typer.Exit(0)
+    _follow(runs, root)
+
+
+def _preflight(configs: list, root: Path, jobs: int, gpus: list[str], memory: bool
+               ) -> dict[str, int]:
+    """The machine checks before anything is created; returns run name -> estimated bytes."""
+    from fa_tui.preflight import PreflightError, check_launch
+    try:
+        checked = check_launch(configs, root, jobs, gpus, memory,
+                               echo=lambda m: err.print(m, markup=False, highlight=False))
+    except PreflightError as e:
+        fail(str(e))
+    return {name: est.total for name, est in checked.estimates.items()}
+
+
+def _undo(runs: list[RunDir]) -> None:
+    """Remove run directories this command just created (a launch that failed half-way)."""
+    import shutil
+    for r in runs:
+        shutil.rmtree(r.path, ignore_errors=True)
 
 
 @app.command()
 def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
-           jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
+           jobs: JobsOpt = None, gpus: GpusOpt = None, detach: DetachOpt = False,
+           skip_memory_check: MemoryOpt = False) -> None:
     """Continue stopped or failed runs from their last checkpoint and follow them.
 
     A run without a checkpoint (it died before its first epoch) starts over."""
@@ -209,25 +250,52 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
         if status.state == "diverged":
             fail(f"{target.name} diverged ({status.reason}); resuming would repeat the same "
                  f"steps. Start a new run instead, e.g. with a lower optim.lr")
+    configs = []
+    from engine.config import Config
+    from pydantic import ValidationError
+    for target in targets:
+        try:
+            configs.append(Config.model_validate(target.read_config()))
+        except (OSError, tomllib.TOMLDecodeError, ValidationError) as e:
+            fail(f"{target.file(CONFIG)}: cannot be read as a run configuration "
+                 f"({str(e).splitlines()[0]}); this run cannot be resumed")
+    n_jobs = jobs or len(gpu_list) or 1
+    estimates = _preflight(configs, root, n_jobs, gpu_list, not skip_memory_check)
+    for target in targets:                 # each run's own folder must take a checkpoint
+        from fa_tui.preflight import PreflightError, check_disk
+        try:
+            check_disk(target.path)
+        except PreflightError as e:
+            fail(str(e))
     for target in targets:
         how = "from its checkpoint" if target.has_checkpoint() else "from scratch (no checkpoint)"
         out.print(f"resuming {target.name} {how}", markup=False)
-    _follow(targets, jobs or len(gpu_list) or 1, gpu_list, resume=True)
+    from fa_tui.launch import submit
+    try:
+        submit(root, targets, n_jobs, gpu_list, resume=True, estimates={
+            str(t.path.resolve()): estimates.get(c.run.name, 0) for t, c in zip(targets, configs)})
+    except OSError as e:
+        fail(f"cannot queue the runs under {root}: {e.strerror or e}")
+    if detach:
+        raise typer.Exit(0)
+    _follow(targets, root)
 
 
-def _follow(runs: list[RunDir], jobs: int, gpus: list[str], resume: bool) -> NoReturn:
-    """Run the queue with a live view, then print the summary table and exit."""
+def _follow(runs: list[RunDir], root: Path) -> NoReturn:
+    """Follow the runs with a live view, then print the summary table and exit. Interrupting
+    (Ctrl-C, SIGTERM, a lost terminal) ends only the following: the runs go on."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fa_tui.launch import run_queue
+    from fa_tui.launch import follow
     latest: list[RunProgress] = []
 
     def raise_interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, raise_interrupt)     # e.g. a job scheduler: stop cleanly
+    signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, _detach)              # SSH dropped: carry on, output discarded
     interrupted = False
+    err.print("following the runs; Ctrl-C stops only this view, the runs go on", style="dim")
     try:
         if out.is_terminal:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -247,7 +315,7 @@ def _follow(runs: list[RunDir], jobs: int, gpus: list[str], resume: bool) -> NoR
                                     state=f"[{style}]{p.state}[/]{gpu}" if style else p.state)
                         if p.finished:
                             bars.stop_task(task)
-                run_queue(runs, jobs, gpus, draw, resume=resume)
+                follow(runs, root, draw)
         else:
             said: dict[str, str] = {}
 
@@ -260,24 +328,25 @@ def _follow(runs: list[RunDir], jobs: int, gpus: list[str], resume: bool) -> NoR
                         why = f": {p.reason}" if p.reason and p.finished else ""
                         out.print(f"{time.strftime('%H:%M:%S')} {p.run.name} {p.state}{where}{why}",
                                   markup=False)
-            run_queue(runs, jobs, gpus, log, resume=resume)
+            follow(runs, root, log)
     except KeyboardInterrupt:
         interrupted = True
-    _summary(latest)
     if interrupted:
-        stopped = [p.run.name for p in latest if p.state == "stopped"]
-        root = runs[0].path.parent
         where = "" if root.resolve() == resolve_runs_dir().resolve() else f" -d {root}"
-        err.print("interrupted: running workers were stopped (checkpointed) and queued runs "
-                  "not started." + (f" Continue with: fa-tui resume{where} {' '.join(stopped)}"
-                                    if stopped else ""), soft_wrap=True)
+        names = " ".join(p.run.name for p in latest if not p.finished)
+        err.print("stopped following; the runs go on (queued ones start as slots free up). "
+                  f"Watch them with: fa-tui ls{where}" + (f"; stop them with: fa-tui stop{where} "
+                                                          f"{names}" if names else ""),
+                  soft_wrap=True, markup=False)
         raise typer.Exit(130)
+    _summary(latest)
     raise typer.Exit(0 if latest and all(p.state == "done" for p in latest) else 1)
 
 
 def _detach(*_: object) -> None:
     """The terminal went away: point stdin/stdout/stderr at /dev/null so that printing cannot
-    fail, and keep running the queue (like nohup). The workers never saw the hang-up."""
+    fail. The runs never depended on this process (the scheduler and the workers run in
+    their own sessions)."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -336,6 +405,39 @@ def stop(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
         for target in targets:
             out.print(Text.assemble(f"{target.name}: ", _state(target.read_status().state)))
     raise typer.Exit(code)
+
+
+# --- queue ------------------------------------------------------------------------------------
+@app.command()
+def queue(ctx: typer.Context, runs_dir: RunsDirOpt = None,
+          jobs: Annotated[Optional[int], typer.Option(
+              "--jobs", "-j", metavar="N", min=1, show_default=False,
+              help="Let every waiting launch run N at a time from now on.")] = None) -> None:
+    """The runs directory's queue: its scheduler, and the runs waiting for a slot."""
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import ensure_scheduler
+    root = _runs_dir(ctx, runs_dir)
+    q = QueueDir(root)
+    if jobs is not None:
+        try:
+            changed = q.set_jobs(jobs)
+            if changed:
+                ensure_scheduler(root)
+        except OSError as e:
+            fail(f"cannot change the queue under {root}: {e.strerror or e}")
+        out.print(f"--jobs {jobs} for {changed} waiting launch(es)", markup=False)
+    pid = q.scheduler_pid()
+    batches = q.batches()
+    out.print(f"scheduler: {'pid ' + str(pid) if pid else 'not running'}; "
+              f"{len(batches)} launch(es) in the queue", markup=False)
+    for b in batches:
+        started = q.started(b.id)
+        waiting = [Path(r).name for r in b.runs if r not in started]
+        gpus = f", gpus {','.join(b.gpus)}" if b.gpus else ""
+        out.print(f"  {len(b.runs)} run(s), {b.jobs} at a time{gpus}"
+                  f"{' (resume)' if b.resume else ''}: {len(waiting)} waiting"
+                  + (f": {' '.join(waiting[:8])}{' …' if len(waiting) > 8 else ''}"
+                     if waiting else ""), markup=False)
 
 
 # --- ls / show / presets ----------------------------------------------------------------------
@@ -502,7 +604,8 @@ def export(ctx: typer.Context,
             if output is None:
                 sys.stdout.write(text)
             else:
-                output.write_text(text, encoding="utf-8")
+                from engine.rundir import write_atomic
+                write_atomic(output, text)        # a full disk leaves no 0-byte file
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:
             draw(runs, plot)
@@ -510,7 +613,7 @@ def export(ctx: typer.Context,
     except ExportError as e:
         fail(str(e))
     except OSError as e:
-        fail(f"{e.filename or ''}: {e.strerror or e}")
+        fail(f"cannot write {e.filename or output or plot}: {e.strerror or e}")
 
 
 def main() -> None:

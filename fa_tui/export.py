@@ -384,4 +384,7 @@ def plot(runs: Sequence[RunDir], path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    fig.savefig(path, dpi=150)
+    from engine.rundir import write_atomic
+    buf = io.BytesIO()          # rendered in memory, then written atomically: no partial file
+    fig.savefig(buf, dpi=150, format=Path(path).suffix.lstrip(".") or "png")
+    write_atomic(path, buf.getvalue())

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.config import Config
 from engine.data_files import missing_files
+from engine.rundir import write_atomic
 
 #: the repository's presets/ (a clone, an editable install), else the copy a wheel carries
 PRESETS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "presets",
@@ -127,13 +128,7 @@ def save_preset(obj: Config | dict, path: str | os.PathLike,
             else _drop_none(obj))
     header = f"# {' '.join(description.split())}\n" if description else ""
     text = header + tomli_w.dumps(data)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 # --- reading and merging ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from engine.rundir import ACTIVE_STATES, CONFIG, LOG, RunDir
 from fa_tui.core.queue import Batch, QueueDir, least_loaded
@@ -52,8 +53,13 @@ def ensure_scheduler(runs_dir: Path) -> int | None:
 
 
 class Scheduler:
-    def __init__(self, runs_dir: Path, poll_s: float = POLL_S) -> None:
+    """`spawn` starts one worker (default `fa_tui.launch.spawn`, the one way a worker starts;
+    tests pass a stand-in; a warm fork-server would plug in here)."""
+
+    def __init__(self, runs_dir: Path, poll_s: float = POLL_S,
+                 spawn: Callable[..., subprocess.Popen] | None = None) -> None:
         self.queue = QueueDir(runs_dir)
+        self.spawn = spawn
         self.poll_s = poll_s
         self.procs: dict[str, subprocess.Popen] = {}      # run path -> the worker we started
         self.unwritten: dict[str, tuple[str, float]] = {}  # run path -> (reason, since)
@@ -124,7 +130,8 @@ class Scheduler:
 
     def _schedule(self, batch: Batch) -> bool:
         """Start runs of `batch` into its free slots; True when it is finished."""
-        from fa_tui.launch import spawn, worker_alive
+        from fa_tui.launch import spawn as default_spawn, worker_alive
+        spawn = self.spawn or default_spawn
         started = self.queue.started(batch.id)
         running = [info.get("gpu") for path, info in started.items() if self._alive(path, info)]
         for path in batch.runs:

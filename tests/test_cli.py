@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from engine.config import Config
 from engine.rundir import EVENTS, LOG, EventLog, RunDir, Status, list_runs
 from fa_tui.cli import app
-from fa_tui.launch import create_run, run_queue, stop
+from fa_tui.launch import create_run, follow, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """\
@@ -179,11 +180,22 @@ def test_create_run_names_are_unique_and_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_y", "x_y-2"]   # no temp folder
 
 
+def _scheduled(runs_dir, runs, jobs=1, resume=False, estimates=None):
+    """Queue `runs` and step this runs directory's scheduler in this process until done."""
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import Scheduler
+    QueueDir(runs_dir).add([r.path for r in runs], jobs, resume=resume, estimates=estimates)
+    sched = Scheduler(runs_dir, poll_s=0.05)
+    while sched.step():
+        time.sleep(0.05)
+    return follow(runs, runs_dir, poll_s=0.01)
+
+
 def test_stopping_a_queued_run_makes_the_queue_skip_it(tmp_path):
     run = create_run(tmp_path, Config(), "waiting")
     assert stop(run)
     assert run.read_status().state == "stopped"
-    progress = run_queue([run], jobs=1, poll_s=0.01)
+    progress = _scheduled(tmp_path, [run])
     assert [(p.state, p.reason) for p in progress] == [("stopped", "stopped before it started")]
     assert not run.file(LOG).exists()                           # no worker was started
     result = cli("stop", "waiting", "--runs-dir", tmp_path)
@@ -191,7 +203,7 @@ def test_stopping_a_queued_run_makes_the_queue_skip_it(tmp_path):
 
 
 def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
-    """A run created but never started (e.g. the app quit with it queued) is resumable: the
+    """A run created but never started (e.g. its queue file was lost) is resumable: the
     queue starts it with --resume, and with no checkpoint the worker starts over."""
     cfg = Config.model_validate(
         {"run": {"device": "cpu"}, "data": {"shape": [16], "train_size": 128, "val_size": 32,
@@ -199,26 +211,29 @@ def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
          "model": {"width": 8, "depth": 1}, "train": {"batch_size": 32},
          "metrics": {"every": 0}})
     run = create_run(tmp_path, cfg, "never-started")
-    progress = run_queue([run], jobs=1, resume=True, poll_s=0.05)
-    assert [(p.state, p.returncode) for p in progress] == [("done", 0)]
+    progress = _scheduled(tmp_path, [run], resume=True)
+    assert [p.state for p in progress] == ["done"]
     assert run.read_status().state == "done" and run.read_summary()["steps"] == 3
 
 
-def test_queue_records_a_worker_that_died_without_a_final_state(tmp_path):
-    """SIGKILL the worker as soon as the queue started it (it is still importing torch)."""
+def test_queue_records_a_worker_killed_by_sigkill_with_its_memory_estimate(tmp_path):
+    """SIGKILL the worker as soon as the scheduler started it (it is still importing torch),
+    as the kernel's out-of-memory killer would: the run says so, with its estimate."""
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import Scheduler
     run = create_run(tmp_path, Config(), "doomed")
-    seen = []
-
-    def kill(progress):
-        status = progress[0].run.read_status()
-        if status.state == "running" and not seen:
-            seen.append(status.pid)
-            os.kill(status.pid, signal.SIGKILL)
-    progress = run_queue([run], jobs=1, on_update=kill, poll_s=0.01)
-    assert progress[0].returncode == -signal.SIGKILL
+    QueueDir(tmp_path).add([run.path], estimates={str(run.path.resolve()): 3 * 2 ** 30})
+    sched = Scheduler(tmp_path, poll_s=0.01)
+    sched.step()
     status = run.read_status()
-    assert status.state == "failed" and "killed by SIGKILL" in status.reason
-    assert progress[0].state == "failed"
+    assert status.state == "running"
+    os.kill(status.pid, signal.SIGKILL)
+    while sched.step():
+        time.sleep(0.01)
+    status = run.read_status()
+    assert status.state == "failed"
+    assert status.reason == ("killed (SIGKILL — out of memory?); it was estimated to need "
+                             "3.0 GiB; see worker.log")
 
 
 def test_presets_lists_the_shipped_presets():

@@ -303,10 +303,14 @@ def test_form_sweep_round_trips_through_a_preset(tmp_path):
         (c.optim.lr, c.run.seed) for c in comp.configs)
 
 
-# --- the launch queue ---------------------------------------------------------------------------
-def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
+# --- the launch queue (files) and its scheduler -------------------------------------------------
+def test_scheduler_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
+    """The scheduler, stepped in this process with a stand-in spawn that starts real children:
+    `jobs` at a time, each start on the least-loaded GPU, a run stopped while waiting passed
+    over, and every start recorded in the queue files."""
     from engine.rundir import RunDir, Status
-    from fa_tui.core.queue import LaunchQueue
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import Scheduler
 
     calls, procs = [], []
 
@@ -322,37 +326,64 @@ def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
         write_run(tmp_path, name, _config(name, "fa", {"name": "mlp"}), "queued", 0)
         runs.append(RunDir(tmp_path / name))
     RunDir(tmp_path / "c").write_status(Status(state="stopped"))   # stopped while waiting
-    queue = LaunchQueue()
-    assert queue.add(runs, spawn, jobs=2, gpus=["0", "1"]) == ["a", "b"]
-    assert [c[1] for c in calls] == ["0", "1"] and queue.waiting == 2
-    assert queue.step() == []                          # both slots busy
-    started = []
-    for _ in range(3000):                              # until "a" exits (60 s at most)
-        started = queue.step()
-        if started:
+    queue = QueueDir(tmp_path)
+    batch = queue.add([r.path for r in runs], jobs=2, gpus=["0", "1"])
+    sched = Scheduler(tmp_path, spawn=spawn)
+    try:
+        assert sched.step()
+        assert [c[:2] for c in calls] == [("a", "0"), ("b", "1")]
+        assert [Path(p).name for p in queue.waiting()] == ["c", "d"]
+        assert sched.step() and len(calls) == 2            # both slots busy
+        for _ in range(3000):                              # until "a" exits (60 s at most)
+            sched.step()
+            if len(calls) == 3:
+                break
+            time.sleep(0.02)
+        assert calls[-1] == ("d", "0", False)             # the GPU "a" freed; c skipped
+        started = queue.started(batch.id)
+        assert started[str(runs[2].path.resolve())] == {"skipped": "stopped"}
+        assert queue.waiting() == []
+        # a second scheduler on the same runs directory cannot take the lock
+        assert sched.lock() and not Scheduler(tmp_path).lock()
+        sched.unlock()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    for _ in range(100):
+        if not sched.step():
             break
-        time.sleep(0.02)
-    assert started == ["d"] and queue.waiting == 0     # c, stopped, was skipped
-    assert calls[-1] == ("d", "0", False)             # the GPU "a" freed
-    assert queue.add([RunDir(tmp_path / "c")], spawn, resume=True) == ["c"]
-    assert calls[-1] == ("c", None, True)
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    assert queue.batches() == []                          # finished batches are removed
+    # workers that ended without a final state: the scheduler says how
+    a, d = RunDir(tmp_path / "a").read_status(), RunDir(tmp_path / "d").read_status()
+    assert a.state == "failed" and a.reason.startswith("worker exited with status 0 before")
+    assert d.state == "failed" and d.reason.startswith("killed (SIGKILL — out of memory?)")
 
 
-def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
-    """What run_queue relies on: `pending`, `busy`, `cancel`; a resume batch passes over a run
-    a live worker has, and starts one whose worker just died, or a queued one (from scratch,
-    having no checkpoint)."""
+def test_queue_files_survive_garbage_and_resume_rules(tmp_path):
+    """Readers survive any bytes in the queue files; a resume batch passes over a run a live
+    worker has, and starts one whose worker just died, or a queued one."""
     import socket
 
     from engine.rundir import RunDir, Status
-    from fa_tui.core.queue import LaunchQueue
+    from fa_tui.core.queue import QueueDir
+    from fa_tui.scheduler import Scheduler
 
-    procs = []
+    queue = QueueDir(tmp_path)
+    queue.batches_dir.mkdir(parents=True)
+    (queue.batches_dir / "0-garbage.json").write_bytes(b"\xff\x00{not json")
+    (queue.batches_dir / "1-list.json").write_text("[1, 2]")
+    (queue.batches_dir / "2-odd.json").write_text('{"runs": [1, "x"], "jobs": "many"}')
+    assert [(b.runs, b.jobs) for b in queue.batches()] == [(["x"], 1)]
+    (queue.batches_dir / "2-odd.started").write_text("nonsense")
+    assert queue.started("2-odd") == {}
+    for f in queue.batches_dir.iterdir():
+        f.unlink()
+
+    procs, calls = [], []
 
     def spawn(run, gpu, resume=False):
+        calls.append(run.name)
         procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
         return procs[-1]
 
@@ -360,8 +391,6 @@ def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
     for name in ("a", "b", "c"):
         write_run(tmp_path, name, _config(name, "fa", {"name": "mlp"}), "queued", 0)
         runs.append(RunDir(tmp_path / name))
-    # b: a live worker has it (a process whose command line names engine.worker, as
-    # worker_alive checks); a: its worker was killed a moment ago, heartbeat still fresh
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                                "engine.worker"])
     procs.append(worker)
@@ -370,15 +399,11 @@ def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
     for run, pid in ((runs[1], worker.pid), (runs[0], int(dead.stdout))):
         run.write_status(Status(state="running", pid=pid, host=socket.gethostname(),
                                 heartbeat=time.time()))
-    queue = LaunchQueue()
+    queue.add([r.path for r in runs], jobs=2, resume=True)
     try:
-        assert queue.add(runs, spawn, jobs=1, resume=True) == ["a"]
-        assert queue.busy and [r.name for r in queue.pending()] == ["b", "c"]
-        assert [r.name for r in queue.cancel()] == ["b", "c"] and queue.pending() == []
-        assert queue.busy                                    # a still runs
-        assert LaunchQueue().add(runs[1:], spawn, jobs=2, resume=True) == ["c"]
+        Scheduler(tmp_path, spawn=spawn).step()
+        assert calls == ["a", "c"]                         # b's worker lives: passed over
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-    assert queue.step() == [] and not queue.busy             # a reaped, nothing waits

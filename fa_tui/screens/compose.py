@@ -180,13 +180,26 @@ class ComposeScreen(Screen):
         """Create every run directory (`queued`), then hand them to the app's launch queue,
         which starts `jobs` at a time. With device auto and several GPUs, runs are spread
         over the GPUs; otherwise run.device decides. A failure says which run and why."""
+        from fa_tui.preflight import PreflightError, check_launch
         created = []
         gpus = [d.removeprefix("cuda:") for d in device_choices() if d.startswith("cuda:")]
+        gpus = gpus if device == "auto" else []
+        configs = [(name, cfg.model_copy(update={"run": cfg.run.model_copy(
+            update={"device": device, "name": name})})) for name, cfg in runs]
         try:
-            for name, cfg in runs:
-                cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"device": device})})
+            checked = check_launch([c for _, c in configs], self.app.runs_dir, jobs, gpus,
+                                   echo=lambda m: self.app.call_from_thread(self.notify, m),
+                                   show_progress=False)
+        except PreflightError as e:          # nothing was created
+            self.app.call_from_thread(self.notify, str(e), title="Not launched",
+                                      severity="error", timeout=20)
+            return
+        try:
+            for name, cfg in configs:
                 created.append(create_run(self.app.runs_dir, cfg, name))
-            self.app.start(created, jobs, gpus if device == "auto" else ())
+            self.app.start(created, jobs, gpus, estimates={
+                str(r.path.resolve()): checked.estimates[name].total
+                for r, (name, _) in zip(created, configs)})
         except Exception as e:  # noqa: BLE001 — anything the launcher raises goes to the user
             self.app.call_from_thread(self.notify, f"{type(e).__name__}: {e}",
                                       title=f"Launch failed ({len(created)} run(s) created)",

@@ -172,7 +172,7 @@ class RunsScreen(Screen):
         except OSError as e:
             self.app.call_from_thread(self.notify, str(e), title="Not started", severity="error")
             return
-        self.app.call_from_thread(self.notify, f"Started: {', '.join(started) or 'none'}")
+        self.app.call_from_thread(self.notify, f"Queued: {', '.join(started) or 'none'}")
 
     def action_delete(self) -> None:
         runs = self._runs()
