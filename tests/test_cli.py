@@ -80,10 +80,11 @@ def check_runs_are_done(proc: subprocess.CompletedProcess, runs_dir: Path) -> No
         assert summary["config"]["run"]["name"] == name
         assert run.read_config()["rule"]["name"] == name.split("=")[1].split("-")[0]
         assert run.read_status().state == "done" and run.has_checkpoint()
-    assert "4 runs under runs" in proc.stdout
+    assert "4 runs queued under runs" in proc.stdout
     for name in NAMES:                       # the summary table, after the progress lines
         assert name in proc.stdout.split("summary")[-1]
-    assert proc.stderr == ""
+    assert proc.stderr.strip() == ("following the runs; Ctrl-C stops only this view, the runs "
+                                   "go on")
 
 
 def check_every_events_file_parses(runs_dir: Path) -> None:
