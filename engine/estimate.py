@@ -13,7 +13,8 @@ The parts (all float32, 4 bytes, whatever amp does — an estimate should err hi
 - the dataset, which the engine keeps on the device (uint8 images, float32 synthetic inputs,
   int64 labels);
 - the diagnostics probe: a forward and two backwards (the rule's and BP's) of `probe_size`
-  examples, plus a width × width matrix per layer for the eigenproblems;
+  examples, the two sets of weight gradients they give, and a Gram matrix per layer (at most
+  probe_size × probe_size) for the spectra;
 - a fixed runtime overhead (the torch runtime, a CUDA context).
 """
 from __future__ import annotations
@@ -159,8 +160,9 @@ def estimate(cfg: Config) -> Estimate:
         dataset = examples * (n_inputs + 8)
     probe = 0
     if cfg.metrics.every > 0:
-        probe = (2 * cfg.metrics.probe_size * per_sample * F32
-                 + sum(l.channels ** 2 for l in ls) * F32 * 2)
+        n = cfg.metrics.probe_size
+        probe = (2 * n * per_sample * F32 + 2 * params * F32
+                 + sum(min(n, l.channels) ** 2 for l in ls) * F32 * 2)
     parts = {"parameters": params * F32, "gradients": params * F32,
              "optimiser state": states * params * F32, "feedback": feedback * F32,
              "activations": activations, "dataset": dataset, "probe": probe,

@@ -190,7 +190,9 @@ def run(ctx: typer.Context,
                    for c in configs]
     root = _runs_dir(ctx, runs_dir)
     n_jobs = jobs or len(gpu_list) or 1
-    estimates = _preflight(configs, root, n_jobs, gpu_list, not skip_memory_check)
+    from fa_tui.presets import resolve_preset
+    estimates = _preflight(configs, root, n_jobs, gpu_list, not skip_memory_check,
+                           where=str(resolve_preset(preset)))
     from fa_tui.launch import create_run, submit
     runs: list[RunDir] = []
     try:
@@ -210,15 +212,16 @@ def run(ctx: typer.Context,
     _follow(runs, root)
 
 
-def _preflight(configs: list, root: Path, jobs: int, gpus: list[str], memory: bool
-               ) -> dict[str, int]:
-    """The machine checks before anything is created; returns run name -> estimated bytes."""
+def _preflight(configs: list, root: Path, jobs: int, gpus: list[str], memory: bool,
+               where: str = "") -> dict[str, int]:
+    """The machine checks before anything is created; returns run name -> estimated bytes.
+    `where` (the preset file) prefixes a refusal, so the message names the file to fix."""
     from fa_tui.preflight import PreflightError, check_launch
     try:
         checked = check_launch(configs, root, jobs, gpus, memory,
                                echo=lambda m: err.print(m, markup=False, highlight=False))
     except PreflightError as e:
-        fail(str(e))
+        fail(f"{where}: {e}" if where and not str(e).startswith("--gpus") else str(e))
     return {name: est.total for name, est in checked.estimates.items()}
 
 

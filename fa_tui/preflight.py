@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.config import Config
-from engine.data_files import data_root, find_files, missing_files
+from engine.data_files import DOWNLOAD_HOST, data_root, find_files, missing_files, reachable
 from engine.estimate import Estimate, estimate, fmt_bytes
 from fa_tui import machine
 
@@ -131,6 +131,10 @@ def fetch_data(configs: Sequence[Config], echo: Callable[[str], None] = print,
         seen.add(key)
         if not data.download:
             raise PreflightError(f"data.name = {data.name!r}: {missing_files(data)}")
+        if not reachable(data.name):          # offline: say so in a second, not after a timeout
+            raise PreflightError(f"data.name = {data.name!r}: the files are not on disk and "
+                                 f"{DOWNLOAD_HOST[data.name]} cannot be reached (offline?), so "
+                                 f"they cannot be downloaded.\n" + (missing_files(data) or ""))
         echo(f"fetching {data.name} into {data_root(data)} (once, for every run)…")
         proc = subprocess.run([sys.executable, "-m", "engine.fetch", data.name,
                                str(data_root(data))],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,10 @@ CASES = {
                   ["sweep", "1,000,000 runs", "10,000"]),
     "deep_nesting": ('[sweep]\n"optim.lr" = ' + "[" * 2000 + "]" * 2000 + "\n", [],
                      ["nested more than"]),
+    # the memory guard: the schema accepts it, no machine here has 800 GiB
+    "memory": ("[model]\nbottleneck = 100000000\n", [],
+               ["needs about", " parameters; ", "more than the",
+                "--skip-memory-check"]),
     "missing_data": ('[data]\nname = "cifar10"\nroot = "{tmp}/nodata"\ndownload = false\n', [],
                      ["data.name", "cifar10", "not found"]),
 }
@@ -131,3 +136,29 @@ def test_gpus_the_machine_lacks_are_refused(tmp_path):
     _refused(proc, runs)
     assert f"--gpus {missing}" in proc.stderr
     assert "GPU" in proc.stderr and "set run.device" not in proc.stderr
+
+
+def test_offline_dataset_download_is_refused_in_seconds(tmp_path):
+    """cifar10 with download = true (the default) and no files, on a machine without network:
+    exit 2 naming the files and the folder to copy them into, before anything is created."""
+    from engine.data_files import reachable
+    if reachable("cifar10"):
+        pytest.skip("www.cs.toronto.edu is reachable: this test needs a machine without network")
+    runs = tmp_path / "runs"
+    start = time.monotonic()
+    proc = _run(["quickstart", "--set", "data.name=cifar10", "-d", str(runs)], tmp_path)
+    print(f"offline refusal took {time.monotonic() - start:.1f} s")
+    _refused(proc, runs)
+    for fragment in ("data.name = 'cifar10'", "cannot be reached", "data_batch_1",
+                     f"copy them into {tmp_path / 'nodata' / 'cifar-10-batches-py'}"):
+        assert fragment in proc.stderr, (fragment, proc.stderr)
+
+
+def test_memory_guard_refuses_the_bottleneck_that_ate_the_machine(tmp_path):
+    """The issue's acceptance case, timed for the report (printed, not asserted)."""
+    runs = tmp_path / "runs"
+    start = time.monotonic()
+    proc = _run(["quickstart", "--set", "model.bottleneck=100000000", "-d", str(runs)], tmp_path)
+    print(f"memory refusal took {time.monotonic() - start:.2f} s")
+    _refused(proc, runs)
+    assert "quickstart.toml" in proc.stderr and "GiB" in proc.stderr
