@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -34,6 +35,9 @@ from engine.rundir import CHECKPOINT, EVENTS, HEARTBEAT_S, SUMMARY, RunDir, Stat
 if TYPE_CHECKING:
     from engine.train import Trainer
 
+#: how long the final summary and status are retried on a full disk, and how often
+FINAL_WRITE_S = 3600.0
+RETRY_S = 2.0
 #: summary.json keys that exist even when the trainer could not be built (docs/run-directory.md)
 SUMMARY_KEYS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_train_loss",
                 "steps", "epochs", "device")
@@ -44,11 +48,17 @@ def save_checkpoint(trainer: Trainer, path: Path) -> None:
     resume after a crash mid-save) only ever sees a complete checkpoint."""
     import torch
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(trainer.state_dict(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(trainer.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)          # a full disk leaves no partial checkpoint behind
+        if isinstance(e, OSError) and not e.filename:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def load_checkpoint(trainer: Trainer, path: Path) -> None:
@@ -81,29 +91,37 @@ class Worker:
     def __call__(self) -> int:
         """Run to the end; returns the exit status."""
         restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.stop_requested.set)
+        self.events = None
         try:
-            # a fresh start begins a fresh history; a resume appends (EventLog's resume rule)
-            mode = "a" if self.resume else "w"
-            with open(self.rundir.file(EVENTS), mode, encoding="utf-8") as self.events:
-                self.rundir.file(SUMMARY).unlink(missing_ok=True)   # written again at the end
+            try:
+                # a fresh start begins a fresh history; a resume appends (EventLog's rule)
+                self.events = open(self.rundir.file(EVENTS), "a" if self.resume else "w",
+                                   encoding="utf-8")
+                self.rundir.file(SUMMARY).unlink(missing_ok=True)  # written again at the end
                 self._write_status()
                 beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
                 beat.start()
                 try:
                     state, reason = self._train()
-                except Exception as e:  # noqa: BLE001 — any failure becomes a `failed` run
-                    traceback.print_exc()
-                    sys.stderr.flush()
-                    state, reason = "failed", f"{type(e).__name__}: {e}"
-                    # the events file itself may be what failed (disk full): status and
-                    # summary below must still be attempted
-                    with contextlib.suppress(OSError):
-                        self._emit({"type": "end", "step": self.status.step, "status": state,
-                                    "reason": reason})
                 finally:
                     self._ended.set()
                     beat.join()
-                self._finish(state, reason)
+            except Exception as e:  # noqa: BLE001 — any failure becomes a `failed` run
+                with contextlib.suppress(OSError):     # worker.log may be on a full disk
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                state, reason = "failed", failure_reason(e)
+                # the events file itself may be what failed (disk full): status and summary
+                # below must still be attempted
+                if self.events is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self._emit({"type": "end", "step": self.status.step, "status": state,
+                                    "reason": reason})
+            finally:
+                if self.events is not None:
+                    with contextlib.suppress(OSError):   # a flush that fails on a full disk
+                        self.events.close()
+            self._finish(state, reason)
         finally:
             restore()
         return 1 if state == "failed" else 0
@@ -135,7 +153,10 @@ class Worker:
         raise RuntimeError("the trainer stopped without an `end` event")
 
     def _emit(self, event: dict) -> None:
-        append_event(self.events, event)
+        try:
+            append_event(self.events, event)
+        except OSError as e:               # name the file: flush() errors carry none
+            raise OSError(e.errno, e.strerror, str(self.rundir.file(EVENTS))) from e
         self.status.step = event.get("step", self.status.step)
 
     def _checkpoint(self) -> None:
@@ -145,7 +166,22 @@ class Worker:
 
     def _finish(self, state: str, reason: str | None) -> None:
         """summary.json first, then the final status, so that a reader that sees the run
-        ended finds its summary."""
+        ended finds its summary. On a full disk both are retried until space is back (for
+        at most FINAL_WRITE_S), with the heartbeat still beating, so that the run ends with
+        its real reason instead of reading "worker vanished" later."""
+        deadline = time.monotonic() + FINAL_WRITE_S
+        while True:
+            try:
+                self._write_final(state, reason)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                with contextlib.suppress(OSError):   # still here: keep the heartbeat fresh
+                    self._write_status()
+                time.sleep(RETRY_S)
+
+    def _write_final(self, state: str, reason: str | None) -> None:
         summary: dict = {key: None for key in SUMMARY_KEYS}
         summary.update(config=self.config, layers={})
         if self.trainer is not None:
@@ -165,9 +201,22 @@ class Worker:
 
     def _heartbeat(self) -> None:
         """Rewrite status.json every HEARTBEAT_S: a live worker is one whose heartbeat is
-        fresh; the step it carries is the progress readers show between events."""
+        fresh; the step it carries is the progress readers show between events. A write that
+        fails (a full disk for a few seconds) is tried again at the next beat: the thread
+        never dies of it."""
         while not self._ended.wait(HEARTBEAT_S):
-            self._write_status()
+            with contextlib.suppress(OSError):
+                self._write_status()
+
+
+def failure_reason(e: BaseException) -> str:
+    """A failure in words; a full disk or read-only storage says which file and what to do."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        what = Path(e.filename).name if e.filename else "its files"
+        cause = "the disk is full" if e.errno != errno.EROFS else "the storage is read-only"
+        return (f"{cause} ({e.strerror}) while writing {what}; free some space, then resume "
+                f"the run (fa-tui resume)")
+    return f"{type(e).__name__}: {e}"
 
 
 def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callable[[], None]:

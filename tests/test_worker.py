@@ -213,12 +213,17 @@ def check_stopped_while_starting(seen: dict) -> None:
 
 
 def test_crash_at_build_is_failed_with_reason_and_summary(tmp_path, capsys):
-    run = create_run(tmp_path, tiny(model={"name": "cnn"}), "crash")   # a cnn needs C×H×W input
+    # a config the schema now refuses at launch (a cnn needs C×H×W input), as an older
+    # version could have written it: the worker fails at build with a reason
+    run = create_run(tmp_path, tiny(), "crash")
+    text = run.file("config.toml").read_text()
+    run.file("config.toml").write_text(text.replace('name = "mlp"', 'name = "cnn"'))
     handler = signal.getsignal(signal.SIGTERM)
     assert worker_main([str(run.path)]) == 1
     assert signal.getsignal(signal.SIGTERM) is handler        # the worker gave it back
     status = run.read_status()
-    assert status.state == "failed" and status.reason.startswith("ValueError: cnn needs")
+    assert status.state == "failed" and status.reason.startswith("ValidationError:")
+    assert "model.name = 'cnn' needs image inputs" in status.reason
     summary = run.read_summary()
     assert summary["status"] == "failed" and summary["reason"] == status.reason
     assert summary["test_acc"] is None and summary["layers"] == {}
