@@ -98,7 +98,7 @@ class Worker:
                 self.events = open(self.rundir.file(EVENTS), "a" if self.resume else "w",
                                    encoding="utf-8")
                 self.rundir.file(SUMMARY).unlink(missing_ok=True)  # written again at the end
-                self._write_status()
+                self._beat()
                 beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
                 beat.start()
                 try:
@@ -139,7 +139,7 @@ class Worker:
         self.status.device = str(trainer.device)
         self.status.total_steps = trainer.total_steps
         self.status.step = trainer.step
-        self._write_status()
+        self._beat()
         for event in trainer.events(self.stop_requested.is_set):
             self._emit(event)
             if event["type"] == "epoch":
@@ -162,7 +162,7 @@ class Worker:
     def _checkpoint(self) -> None:
         save_checkpoint(self.trainer, self.rundir.file(CHECKPOINT))
         self._saved_step = self.trainer.step
-        self._write_status()            # an epoch's progress shows without waiting for a beat
+        self._beat()                    # an epoch's progress shows without waiting for a beat
 
     def _finish(self, state: str, reason: str | None) -> None:
         """summary.json first, then the final status, so that a reader that sees the run
@@ -199,14 +199,18 @@ class Worker:
         with self._lock:
             self.rundir.write_status(self.status)
 
+    def _beat(self) -> None:
+        """A progress write that may fail (a full disk): the next heartbeat writes it again."""
+        with contextlib.suppress(OSError):
+            self._write_status()
+
     def _heartbeat(self) -> None:
         """Rewrite status.json every HEARTBEAT_S: a live worker is one whose heartbeat is
         fresh; the step it carries is the progress readers show between events. A write that
         fails (a full disk for a few seconds) is tried again at the next beat: the thread
         never dies of it."""
         while not self._ended.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                self._write_status()
+            self._beat()
 
 
 def failure_reason(e: BaseException) -> str:

@@ -35,6 +35,8 @@ from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, 
 #: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
 ROOT = Path(__file__).resolve().parent.parent
 GPU_LIST = re.compile(r"^\d+(,\d+)*$")
+#: free bytes a run directory's disk must have for a worker to be started there
+MIN_FREE = 1 << 20
 
 
 def safe_name(name: str) -> str:
@@ -90,6 +92,9 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
     visible = gpu if gpu and GPU_LIST.match(gpu) else None
     if visible:
         env["CUDA_VISIBLE_DEVICES"] = visible
+    free = shutil.disk_usage(run.path).free
+    if free < MIN_FREE:                # nothing is started that could not write its files
+        raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free)", str(run.path))
     header = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[1:])}"
               + (f" CUDA_VISIBLE_DEVICES={visible}" if visible else "") + " ---\n")
     previous = run.read_status()
@@ -99,10 +104,15 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     # the worker rewrites this within seconds; until then it shows the run as started, and
-    # if the worker dies before that, the dead pid makes readers show it as failed
-    run.write_status(Status(state="running", pid=proc.pid, started=time.time(),
-                            step=previous.step, total_steps=previous.total_steps,
-                            device=previous.device))
+    # if the worker dies before that, the dead pid makes readers show it as failed. (On a
+    # full disk the log header above already failed, so no worker was started; a disk that
+    # fills in between leaves this write to the worker, which retries its own.)
+    try:
+        run.write_status(Status(state="running", pid=proc.pid, started=time.time(),
+                                step=previous.step, total_steps=previous.total_steps,
+                                device=previous.device))
+    except OSError:
+        pass
     return proc
 
 

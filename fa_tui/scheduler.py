@@ -64,6 +64,7 @@ class Scheduler:
         self.procs: dict[str, subprocess.Popen] = {}      # run path -> the worker we started
         self.unwritten: dict[str, tuple[str, float]] = {}  # run path -> (reason, since)
         self.estimates: dict[str, int] = {}
+        self.spawned: set[str] = set()      # every run this process started, written or not
         self._lock_fd: int | None = None
 
     # --- the lock -------------------------------------------------------------------------
@@ -95,7 +96,11 @@ class Scheduler:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             while True:
-                busy = self.step()
+                try:
+                    busy = self.step()
+                except OSError as e:        # a full or read-only disk: say so, try again
+                    print(f"{time.strftime('%H:%M:%S')} {e}", flush=True)
+                    busy = True
                 if not busy:
                     # Release, then look again: a client that wrote a batch before this look
                     # is served by us; one that writes after it finds the lock free and starts
@@ -139,6 +144,9 @@ class Scheduler:
                 break
             if path in started:
                 continue
+            if path in self.spawned:        # started, but the record could not be written
+                started[path] = {"pid": self.procs[path].pid} if path in self.procs else {}
+                continue
             run = RunDir(path)
             status = run.read_status()
             if not run.file(CONFIG).is_file():
@@ -156,6 +164,7 @@ class Scheduler:
                     self._fail(path, f"the worker could not be started: {e.strerror or e}")
                 else:
                     self.procs[path] = proc
+                    self.spawned.add(path)
                     started[path] = {"gpu": gpu, "pid": proc.pid}
                     running.append(gpu)
             # recorded before the next start: a scheduler killed here never starts it twice
