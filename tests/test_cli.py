@@ -125,7 +125,8 @@ def check_ls_show_export(runs_dir: Path) -> None:
 
 
 def test_fa_tui_never_imports_torch():
-    code = ("import sys, fa_tui.cli, fa_tui.launch, fa_tui.export, fa_tui.presets; "
+    code = ("import sys, fa_tui.cli, fa_tui.launch, fa_tui.export, fa_tui.presets, "
+            "fa_tui.scheduler, fa_tui.preflight, fa_tui.machine, engine.estimate, fa_tui.core.queue; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 

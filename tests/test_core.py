@@ -281,6 +281,23 @@ def test_form_errors_come_from_the_schema_and_land_on_their_field():
     assert big.general and "at most" in big.general[0]
 
 
+def test_form_flags_a_dataset_neither_on_disk_nor_fetchable(tmp_path, monkeypatch):
+    """cifar10 with download = true but no files and no network: Compose says so on the
+    dataset field (the launch would refuse it); with the files present it is fine."""
+    from engine.data_files import reachable
+    if reachable("cifar10"):
+        pytest.skip("www.cs.toronto.edu is reachable: this test needs a machine without network")
+    monkeypatch.setenv("FA_TUI_DATA", str(tmp_path))
+    comp = form.compose(form.default_values(), {"data.name": "cifar10", "data.download": True})
+    assert "cifar10: dataset files not found" in comp.errors["data.name"]
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"x")
+    comp = form.compose(form.default_values(), {"data.name": "cifar10", "data.download": True})
+    assert "data.name" not in comp.errors
+
+
 def test_form_fields_follow_the_schema_and_the_choices():
     assert form.choices("rule.name") == ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
     assert form.choices("rule.feedback_norm") == (True, False)

@@ -22,7 +22,8 @@ def _config(name: str, rule: str, model: dict, optim: str = "sgd", **rule_kw) ->
     cfg = Config.model_validate({
         "run": {"name": name, "device": "cpu"}, "rule": {"name": rule, **rule_kw},
         "model": model, "optim": {"name": optim, "lr": 0.05},
-        "data": {"name": "synthetic", "shape": [32], "train_size": 1024, "val_size": 128},
+        "data": {"name": "synthetic", "shape": [1, 8, 8] if model["name"] == "cnn" else [32],
+                 "train_size": 1024, "val_size": 128},     # a cnn needs C×H×W input
         "train": {"epochs": 3, "batch_size": 32, "log_every": 5}, "metrics": {"every": 5}})
     return cfg.model_dump(mode="json", exclude_none=True)
 
