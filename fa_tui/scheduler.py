@@ -36,7 +36,10 @@ RETRY_WRITE_S = 3600.0
 def ensure_scheduler(runs_dir: Path) -> int | None:
     """Start the scheduler of `runs_dir` unless one runs; returns the pid started, else None.
 
-    Two clients may both start one: the second finds the lock taken and exits at once."""
+    Two clients may both start one: the second finds the lock taken and exits at once. The
+    scheduler, and so every worker it starts, inherits this process's working directory and
+    environment (a relative data.root, $FA_TUI_DATA): the same as when clients started the
+    workers themselves, as long as one runs directory is used from one place."""
     queue = QueueDir(runs_dir)
     if queue.scheduler_pid() is not None:
         return None
@@ -48,7 +51,7 @@ def ensure_scheduler(runs_dir: Path) -> int | None:
         proc = subprocess.Popen([sys.executable, "-m", "fa_tui.scheduler",
                                  str(Path(runs_dir).resolve())],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, cwd="/")
+                                env=env, start_new_session=True)
     return proc.pid
 
 
