@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,3 +139,28 @@ def test_a_worker_whose_disk_fills_ends_with_the_reason_once_space_is_back(disk)
     assert run.read_summary()["reason"] == status.reason
     no_empty_or_temp_files(disk)
 
+
+
+def test_the_heartbeat_survives_a_full_disk_blip(disk, monkeypatch):
+    """A few seconds of full disk fail some heartbeats; the thread keeps beating and the
+    status is fresh again as soon as space is back (it used to die for the rest of the run)."""
+    import engine.worker as worker_mod
+    monkeypatch.setattr(worker_mod, "HEARTBEAT_S", 0.1)
+    run = create_run(disk / "runs", Config.model_validate(TINY), "beating")
+    worker = worker_mod.Worker(run)
+    beat = threading.Thread(target=worker._heartbeat, daemon=True)
+    beat.start()
+    try:
+        time.sleep(0.5)
+        filler = fill(disk)
+        time.sleep(0.3)                                  # a beat begun before it has landed
+        stale = run.read_status().heartbeat
+        time.sleep(1.5)                                  # ~15 failed beats
+        assert beat.is_alive() and run.read_status().heartbeat == stale
+        filler.unlink()
+        time.sleep(0.5)
+        assert beat.is_alive() and run.read_status().heartbeat > stale
+    finally:
+        worker._ended.set()
+        beat.join()
+    no_empty_or_temp_files(disk)
