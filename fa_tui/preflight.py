@@ -77,7 +77,10 @@ def check_memory(configs: Sequence[Config], jobs: int, gpus: Sequence[str]) -> d
     per_device = math.ceil(at_once / len(gpus)) if gpus else at_once
     for cfg in sorted(configs, key=lambda c: -estimates[c.run.name].total):
         est = estimates[cfg.run.name]
-        free, what = _limit(cfg, gpus[0] if gpus else None)
+        # with several GPUs, the one with the least free memory decides (any may get the run)
+        limits = [_limit(cfg, g) for g in gpus] if gpus else [_limit(cfg, None)]
+        known = [(f, w) for f, w in limits if f is not None]
+        free, what = min(known) if known else (None, "")
         if free is None:
             continue                              # the driver does not say: nothing to check
         need = est.total * per_device
