@@ -198,8 +198,14 @@ def follow(runs: Sequence[RunDir], runs_dir: Path,
     while True:
         gpus = {path: info.get("gpu") for b in queue.batches()
                 for path, info in queue.started(b.id).items()}
+        # a run still waiting in the queue is queued whatever its status says (a run to
+        # resume reads stopped or failed until its worker starts)
+        waiting = set(queue.waiting())
         for p in progress:
             if p.finished:
+                continue
+            if str(p.run.path.resolve()) in waiting:
+                p.state, p.reason = "queued", None
                 continue
             for event in logs[id(p)].poll():
                 p.step = event.get("step", p.step)

@@ -242,3 +242,22 @@ def test_presets_lists_the_shipped_presets():
     result = cli("presets")
     assert result.exit_code == 0
     assert "quickstart" in result.output and "BP vs FA" in result.output
+
+
+def test_following_a_resume_waits_for_the_queue(tmp_path):
+    """A run to resume reads `stopped` until the scheduler starts its worker: following it
+    must wait for that, not report it ended (found by the kill/stop/resume lifecycle test)."""
+    from fa_tui.core.queue import QueueDir
+    cfg = Config.model_validate(
+        {"run": {"device": "cpu"}, "data": {"shape": [16], "train_size": 128, "val_size": 32,
+                                            "test_size": 32},
+         "model": {"width": 8, "depth": 1}, "train": {"batch_size": 32},
+         "metrics": {"every": 0}})
+    run = create_run(tmp_path, cfg, "to-resume")
+    run.write_status(Status(state="stopped", reason="stopped"))
+    QueueDir(tmp_path).add([run.path], resume=True)          # no scheduler yet
+    seen = []
+    progress = follow([run], tmp_path, on_update=lambda ps: seen.append(ps[0].state),
+                      poll_s=0.05)
+    assert seen[0] == "queued"                                # not "stopped"
+    assert [p.state for p in progress] == ["done"]            # follow started the scheduler
