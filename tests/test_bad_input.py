@@ -162,3 +162,18 @@ def test_memory_guard_refuses_the_bottleneck_that_ate_the_machine(tmp_path):
     print(f"memory refusal took {time.monotonic() - start:.2f} s")
     _refused(proc, runs)
     assert "quickstart.toml" in proc.stderr and "GiB" in proc.stderr
+
+
+def test_the_fetch_helper_fails_with_one_line_offline(tmp_path):
+    """`python -m engine.fetch` (what the launcher runs when a dataset is missing): offline,
+    exit 1 and the reason as the last stdout line, nothing left but torchvision's folder."""
+    from engine.data_files import reachable
+    if reachable("mnist"):
+        pytest.skip("the MNIST mirror is reachable: this test needs a machine without network")
+    proc = subprocess.run([sys.executable, "-m", "engine.fetch", "mnist", str(tmp_path / "d")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith(("URLError", "RuntimeError"))
+    bad = subprocess.run([sys.executable, "-m", "engine.fetch", "imagenet", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a downloadable dataset" in bad.stdout
