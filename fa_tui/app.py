@@ -151,6 +151,32 @@ class FaApp(App[None]):
                     "Confirmation": ConfirmScreen.BINDINGS, "Export": ExportScreen.BINDINGS}
         self.push_screen(HelpScreen(sections))
 
+    def action_queue_jobs(self) -> None:
+        """Ask for a number and set it as `jobs` of every waiting launch (what `fa-tui queue
+        --jobs N` does); the scheduler applies it at its next poll."""
+        from fa_tui.screens.dialogs import PromptScreen
+        waiting = len(self.queue.waiting())
+        if not waiting:
+            self.notify("No run is waiting in the queue.")
+            return
+        current = max((b.jobs for b in self.queue.batches()), default=1)
+        self.push_screen(PromptScreen(f"Runs at a time ({waiting} waiting)", str(current),
+                                      "a whole number, at least 1"), self._set_jobs)
+
+    def _set_jobs(self, text: str | None) -> None:
+        if text is None:
+            return
+        if not text.isdigit() or int(text) < 1:
+            self.notify(f"{text!r}: expected a whole number, at least 1", severity="error")
+            return
+        try:
+            changed = self.queue.set_jobs(int(text))
+        except OSError as e:
+            self.notify(f"Cannot change the queue: {e.strerror or e}", severity="error")
+            return
+        self.notify(f"{text} at a time for {changed} waiting launch(es)")
+        self.wake()
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for mode, what in (("compose", "compose and launch runs or sweeps"),
@@ -159,6 +185,9 @@ class FaApp(App[None]):
             yield SystemCommand(mode.title(), f"Show {mode}: {what}",
                                 lambda mode=mode: self.switch_mode(mode))
         yield SystemCommand("Help", "List every key", self.action_help)
+        yield SystemCommand("Queue: runs at a time",
+                            "Change how many runs of the waiting launches run at once",
+                            self.action_queue_jobs)
         for binding in getattr(screen, "BINDINGS", []):
             if isinstance(binding, Binding) and binding.show and binding.description:
                 yield SystemCommand(binding.description, f"{binding.key_display or binding.key}"

@@ -143,3 +143,22 @@ def test_changing_jobs_of_a_waiting_launch(tmp_path):
     queue = QueueDir(tmp_path)
     queue.add([r.path for r in runs], jobs=1)
     assert queue.set_jobs(3) == 1 and queue.batches()[0].jobs == 3
+
+
+def test_the_tui_changes_jobs_of_the_waiting_launches(tmp_path):
+    """The app's "Queue: runs at a time" command rewrites the queue files, as `fa-tui queue
+    --jobs` does (no scheduler is involved: the runs do not exist)."""
+    from fa_tui.app import FaApp
+    queue = QueueDir(tmp_path)
+    queue.add([tmp_path / "a", tmp_path / "b"], jobs=1)
+
+    async def drive() -> None:
+        app = FaApp(tmp_path / "runs", poll_s=0.1)
+        app.queue = queue
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.action_queue_jobs()
+            await pilot.pause()
+            await pilot.press("end", "backspace", "3", "enter")     # replace the 1
+            await pilot.pause()
+    asyncio.run(drive())
+    assert [b.jobs for b in queue.batches()] == [3]
