@@ -506,6 +506,8 @@ def _expects(ann: Any) -> str:
 
 
 def _plural(ann: Any) -> str:
+    if typing.get_origin(ann) is typing.Annotated:      # a bounded item: list[Units]
+        ann = typing.get_args(ann)[0]
     if typing.get_origin(ann) is Literal:
         return "values among " + ", ".join(repr(a) for a in typing.get_args(ann))
     return {int: "integers", float: "numbers", str: "strings"}.get(ann, str(ann))

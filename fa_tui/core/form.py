@@ -280,11 +280,14 @@ def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
         except ValidationError as e:
             for err in e.errors():
                 path = ".".join(str(p) for p in err["loc"][:2])
-                target = path if path in FIELDS else SEEDS if path == "run.seed" else None
+                # a check across sections (a cnn needs image input) starts with its key
+                named = _message(err).split(" ", 1)[0]
+                target = (path if path in FIELDS else SEEDS if path == "run.seed"
+                          else named if named in FIELDS else None)
                 if target:
                     errors.setdefault(target, _message(err))
                 elif _message(err) not in general:
-                    general.append(f"{path}: {_message(err)}")
+                    general.append(f"{path}: {_message(err)}" if path else _message(err))
             continue
         configs.append(cfg)
         names.append(run_name(cfg.run.name, {p: chosen[p] for p in varying}))
