@@ -253,9 +253,12 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
         if status.state == "diverged":
             fail(f"{target.name} diverged ({status.reason}); resuming would repeat the same "
                  f"steps. Start a new run instead, e.g. with a lower optim.lr")
-    configs = []
-    from engine.config import Config
     from pydantic import ValidationError
+
+    from engine.config import Config
+    from fa_tui.launch import submit
+    from fa_tui.preflight import PreflightError, check_disk
+    configs = []
     for target in targets:
         try:
             configs.append(Config.model_validate(target.read_config()))
@@ -265,7 +268,6 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
     n_jobs = jobs or len(gpu_list) or 1
     estimates = _preflight(configs, root, n_jobs, gpu_list, not skip_memory_check)
     for target in targets:                 # each run's own folder must take a checkpoint
-        from fa_tui.preflight import PreflightError, check_disk
         try:
             check_disk(target.path)
         except PreflightError as e:
@@ -273,7 +275,6 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
     for target in targets:
         how = "from its checkpoint" if target.has_checkpoint() else "from scratch (no checkpoint)"
         out.print(f"resuming {target.name} {how}", markup=False)
-    from fa_tui.launch import submit
     try:
         submit(root, targets, n_jobs, gpu_list, resume=True, estimates={
             str(t.path.resolve()): estimates.get(c.run.name, 0) for t, c in zip(targets, configs)})
