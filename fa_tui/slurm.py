@@ -275,7 +275,9 @@ def follow(runs: Sequence[RunDir], on_update: Any, poll_s: float = 1.0,
            squeue_every_s: float = 5.0) -> list:
     """Call `on_update` with the runs' progress (fa_tui.launch.RunProgress, state as SLURM
     sees it: fa_tui/core/slurmq.live) until every run has ended; returns the last progress.
-    One squeue call per `squeue_every_s` at most, for all runs together."""
+    One squeue call per `squeue_every_s` at most, for all runs together. A run has ended
+    when its status says so and SLURM no longer lists its job (a worker that checkpointed
+    for a requeue wrote `stopped` a moment before the job went back to the queue)."""
     from fa_tui.core.slurmq import QueueCache, live, slurm_jobs
     from fa_tui.launch import RunProgress
     cache = QueueCache(squeue_every_s)
@@ -288,6 +290,7 @@ def follow(runs: Sequence[RunDir], on_update: Any, poll_s: float = 1.0,
             progress.append(RunProgress(run, state=now.state, step=now.step,
                                         total=now.total_steps, reason=now.reason))
         on_update(progress)
-        if all(p.finished for p in progress):
+        if all(p.finished for p in progress) and (
+                queue is None or not any(s.slurm_job in queue for s in statuses)):
             return progress
         time.sleep(poll_s)

@@ -94,9 +94,16 @@ class QueueCache:
         return self._answer
 
 
-def slurm_jobs(statuses: Collection[Status]) -> set[str]:
-    """The jobs worth asking about: those of runs that have not ended."""
-    return {s.slurm_job for s in statuses if s.slurm_job and s.active}
+#: a run that ended this recently may still have its job in the queue (being requeued, or
+#: finishing): its job is asked about too
+RECENT_S = 120.0
+
+
+def slurm_jobs(statuses: Collection[Status], now: float | None = None) -> set[str]:
+    """The jobs worth asking about: those of runs not ended, or ended in the last minutes."""
+    now = time.time() if now is None else now
+    return {s.slurm_job for s in statuses
+            if s.slurm_job and (s.active or now - s.heartbeat < RECENT_S)}
 
 
 def live(status: Status, queue: dict[str, QueueInfo] | None) -> Status:
@@ -106,16 +113,23 @@ def live(status: Status, queue: dict[str, QueueInfo] | None) -> Status:
     a run still `queued` whose job SLURM no longer lists never started and never will
     (cancelled outside fa-tui, or refused by the cluster): it reads as failed. A `running`
     run whose job vanished is left to the heartbeat rule (Status.is_stale)."""
-    if not status.slurm_job or not status.active or queue is None:
+    if not status.slurm_job or queue is None:
         return status
     info = queue.get(status.slurm_job)
+    if not status.active:
+        # the worker checkpointed on SIGUSR2 and its job is being requeued: not an end yet
+        if status.state == "stopped" and info is not None and info.state in (
+                *QUEUED_STATES, "RUNNING"):
+            return dataclasses.replace(status, state="queued", slurm_state=info.state,
+                                       reason=f"being requeued by SLURM, job {status.slurm_job}")
+        return status
     if info is None:
         if status.state == "queued":
             return dataclasses.replace(
                 status, state="failed", slurm_state="GONE",
-                reason=f"SLURM job {status.slurm_job} left the queue before the run started "
-                       f"(cancelled with scancel, or refused by the cluster); its log is under "
-                       f"the runs directory's .slurm/{status.slurm_job.split('_')[0]}*")
+                reason=f"SLURM job {status.slurm_job} left the queue and the run never resumed "
+                       f"or started (cancelled with scancel? refused by the cluster?); see the "
+                       f"runs directory's .slurm/{status.slurm_job.split('_')[0]}* logs")
         return status
     if info.state == "RUNNING" or info.state == "COMPLETING":
         reason = status.reason if status.state == "running" else f"starting on {info.node}"
@@ -130,9 +144,9 @@ def describe(status: Status) -> str | None:
     """One line for `fa-tui show`: job, state, reason or node; None for a local run."""
     if not status.slurm_job:
         return None
-    state = status.slurm_state or "?"
-    if state == "RUNNING" or status.state == "running":
+    if not status.active:
+        return f"job {status.slurm_job}, ended ({status.state})"
+    if status.state == "running" or status.slurm_state == "RUNNING":
         return f"job {status.slurm_job}, RUNNING on {status.host}"
-    if status.active:
-        return f"job {status.slurm_job}, {state}" + (f": {status.reason}" if status.reason else "")
-    return f"job {status.slurm_job}, ended ({status.state})"
+    return f"job {status.slurm_job}, {status.slurm_state or 'PENDING'}" + (
+        f": {status.reason}" if status.reason else "")
