@@ -453,19 +453,28 @@ def ls_(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
     if not runs:
         out.print(f"no runs under {root}", markup=False)
         return
+    from fa_tui.core.slurmq import live as slurm_live
+    from fa_tui.core.slurmq import slurm_jobs, squeue
+    statuses = [r.read_status() for r in runs]
+    jobs = slurm_jobs(statuses)
+    queue = squeue(jobs) if jobs else {}          # one call for all SLURM runs
+    cluster = any(s.slurm_job for s in statuses)  # the slurm column only when there are some
     table = Table(title=str(root), title_justify="left")
     for col in ("run", "state", "rule", "model", "data", "optim", "norm", "progress",
-                "best val", "elapsed", "reason"):
+                "best val", "elapsed", *(("slurm",) if cluster else ()), "reason"):
         table.add_column(col, justify="right" if col in ("best val", "elapsed") else "left",
                          overflow="fold", max_width=40 if col == "reason" else None)
     now = time.time()
-    for r in runs:
-        status, summary = r.read_status(), r.read_summary()
+    for r, status in zip(runs, statuses):
+        status, summary = slurm_live(status, queue), r.read_summary()
         live = best_val_acc(r.read_events()) if (summary or {}).get("best_val_acc") is None else None
         row = build_row(r.name, status, _config(r), summary, live, now)
+        job = (f"{status.slurm_job} {status.slurm_state or ''}".strip() if status.active
+               else status.slurm_job or "") if status.slurm_job else ""
         _add_row(table, row.name, _state(row.state), row.rule, row.model, row.data, row.optim,
                  row.norm, progress_bar(row.progress) if row.total else str(row.step),
-                 _pct(row.best_val), fmt_elapsed(row.elapsed), Text(row.reason or "", "dim"))
+                 _pct(row.best_val), fmt_elapsed(row.elapsed), *((job,) if cluster else ()),
+                 Text(row.reason or "", "dim"))
     _print_table(table)
 
 
@@ -482,7 +491,10 @@ def show(ctx: typer.Context,
         rec = record(target)
     except ExportError as e:
         fail(str(e))
+    from fa_tui.core.slurmq import describe, live, slurm_jobs, squeue
     status = target.read_status()
+    if status.slurm_job:
+        status = live(status, squeue(slurm_jobs([status])))
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -492,6 +504,8 @@ def show(ctx: typer.Context,
         _add_row(info, "reason", status.reason)
     if status.pid:
         _add_row(info, "worker", f"pid {status.pid} on {status.host}, device {status.device or '?'}")
+    if status.slurm_job:
+        _add_row(info, "slurm", describe(status) or "")
     _add_row(info, "progress", f"{status.step} / {status.total_steps or '?'} steps")
     if status.started:
         _add_row(info, "started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.started)))
