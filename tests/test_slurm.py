@@ -106,19 +106,28 @@ class ReleaseRequeued(threading.Thread):
     """SLURM holds a requeued job for two minutes (Reason=BeginTime) before it may start
     again. That is the cluster's policy, not the executor's; to keep the test short this
     lets the requeued job go at once (`scontrol update StartTime=now`, what an admin can
-    do) and counts how often it did."""
+    do) and counts how often it did. Not at once: a job started while its previous run
+    still cleans up is killed ("Job credential revoked"), which is what the delay is for."""
+
+    SETTLE_S = 10.0
 
     def __init__(self, job: str) -> None:
         super().__init__(daemon=True)
         self.job, self.released, self.done = job, 0, threading.Event()
 
     def run(self) -> None:
+        held_since = None
         while not self.done.wait(1.0):
             info = (squeue([self.job]) or {}).get(self.job)
-            if info and info.state == "PENDING" and info.reason == "BeginTime":
+            if not (info and info.state == "PENDING" and info.reason == "BeginTime"):
+                held_since = None
+            elif held_since is None:
+                held_since = time.monotonic()
+            elif time.monotonic() - held_since > self.SETTLE_S:
                 subprocess.run(["scontrol", "update", f"JobId={self.job}", "StartTime=now"],
                                capture_output=True, timeout=30)
                 self.released += 1
+                held_since = None
 
 
 # --- against the real cluster -----------------------------------------------------------------
