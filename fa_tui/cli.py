@@ -211,31 +211,20 @@ def _run_slurm(ctx: typer.Context, preset: str, configs: list, runs_dir: Path | 
                jobs: int | None, gpu_list: list[str]) -> NoReturn:
     """`run` on SLURM: check the cluster, create the runs, submit them (one array per [slurm]
     table), follow them. Nothing is left on disk when the cluster refuses."""
-    import shutil
-
-    from fa_tui.launch import create_run
-    from fa_tui.slurm import SlurmError, check, submit
+    from fa_tui.slurm import SlurmError, launch
     if any(c.run.executor != "slurm" for c in configs):
         fail(f"{preset}: run.executor is swept over local and slurm; launch them separately")
     if jobs is not None or gpu_list:
         fail("--jobs and --gpus are for the local executor; on SLURM set slurm.parallel (array "
              "tasks at once) and slurm.gpus (GPUs per run)")
-    try:
-        check([c.slurm for c in configs], source=preset)
-    except SlurmError as e:
-        fail(str(e))
     root = _runs_dir(ctx, runs_dir)
     try:
-        runs = [create_run(root, cfg, cfg.run.name) for cfg in configs]
+        runs = launch(root, [(cfg.run.name, cfg) for cfg in configs], source=preset)
+    except SlurmError as e:
+        fail(str(e))
     except OSError as e:
         fail(f"cannot create runs under {root}: {e.strerror or e}")
-    try:
-        job_ids = submit(runs)
-    except SlurmError as e:
-        for run in runs:
-            shutil.rmtree(run.path, ignore_errors=True)
-        fail(str(e))
-    arrays = sorted({j.split("_")[0] for j in job_ids})
+    arrays = sorted({(r.read_status().slurm_job or "?").split("_")[0] for r in runs})
     out.print(f"{len(runs)} run{'s' * (len(runs) != 1)} under {root}, SLURM job "
               f"{', '.join(arrays)}", markup=False)
     _follow_slurm(runs)

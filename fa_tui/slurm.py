@@ -142,6 +142,24 @@ def submit(runs: Sequence[RunDir], resume: bool = False) -> list[str]:
     return [ids[run.name] for run in runs]
 
 
+def launch(runs_dir: Path, named: Sequence[tuple[str, Any]], source: str) -> list[RunDir]:
+    """Check the cluster, create the runs (name, Config) under `runs_dir`, submit them. When
+    the cluster refuses, the runs just created are removed again: nothing is left on disk.
+    The CLI's `run --executor slurm` and the TUI's Compose both launch through here."""
+    from fa_tui.launch import create_run
+    check([cfg.slurm for _, cfg in named], source=source)
+    runs: list[RunDir] = []
+    try:
+        for name, cfg in named:
+            runs.append(create_run(runs_dir, cfg, name))
+        submit(runs)
+    except BaseException:
+        for run in runs:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return runs
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     sbatch = [line for line in text.splitlines() if "sbatch: error" in line]
