@@ -289,21 +289,11 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
 
 def _resume_slurm(targets: list[RunDir], jobs: int | None, gpu_list: list[str]) -> NoReturn:
     """Submit ended SLURM runs again (with --resume), then follow them."""
-    from engine.config import Config
-    from fa_tui.core.slurmq import squeue
-    from fa_tui.slurm import SlurmError, check, submit
+    from fa_tui.slurm import SlurmError, resubmit
     if jobs is not None or gpu_list:
         fail("--jobs and --gpus are for the local executor; these runs are SLURM runs")
-    queue = squeue([s.slurm_job for s in (t.read_status() for t in targets) if s.slurm_job])
-    for target in targets:
-        job = target.read_status().slurm_job
-        if queue and job in queue:
-            fail(f"{target.name} is still SLURM job {job} ({queue[job].state}); nothing to "
-                 f"resume. Stop it first with fa-tui stop")
     try:
-        check([Config.model_validate(t.read_config()).slurm for t in targets],
-              source=str(targets[0].path / CONFIG))
-        submit(targets, resume=True)
+        resubmit(targets)
     except SlurmError as e:
         fail(str(e))
     _follow_slurm(targets)

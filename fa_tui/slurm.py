@@ -160,6 +160,23 @@ def launch(runs_dir: Path, named: Sequence[tuple[str, Any]], source: str) -> lis
     return runs
 
 
+def resubmit(runs: Sequence[RunDir]) -> list[str]:
+    """`resume` of SLURM runs: submit them again with --resume (new jobs), after checking the
+    cluster. Refused (SlurmError) while a run's job is still queued or running."""
+    from engine.config import Config
+    from fa_tui.core.slurmq import squeue
+    statuses = [run.read_status() for run in runs]
+    queue = squeue([s.slurm_job for s in statuses if s.slurm_job]) or {}
+    for run, status in zip(runs, statuses):
+        if status.slurm_job in queue:
+            raise SlurmError(f"{run.name} is still SLURM job {status.slurm_job} "
+                             f"({queue[status.slurm_job].state}); nothing to resume. Stop it "
+                             f"first with fa-tui stop")
+    check([Config.model_validate(run.read_config()).slurm for run in runs],
+          source=str(runs[0].path / "config.toml"))
+    return submit(runs, resume=True)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     sbatch = [line for line in text.splitlines() if "sbatch: error" in line]

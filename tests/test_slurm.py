@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from engine.config import Config, SlurmCfg
 from engine.rundir import EVENTS, RunDir, list_runs
 from fa_tui.cli import app
+from fa_tui.core.store import RunStore
 from fa_tui.core.slurmq import QueueCache, QueueInfo, live, slurm_jobs, squeue
 from fa_tui.slurm import minutes, sbatch_parameters
 
@@ -239,6 +240,12 @@ def test_a_pending_run_shows_its_reason_and_stop_cancels_it(cluster, tmp_path):
                  "ls to show the pending reason")
         show = fa_tui(tmp_path, "show", "-d", "runs", run.name)
         assert f"job {job}, PENDING" in show.stdout and "BeginTime" in show.stdout
+        # the TUI's poller: the Runs table's reason column, one squeue call per 5 s at most
+        store = RunStore(tmp_path / "runs")
+        row = store.refresh().row(run.name)
+        assert row.state == "queued" and "BeginTime" in row.reason and job in row.reason
+        store.refresh()
+        assert store.queue.calls == 1
         assert run.read_status().state == "queued"
         stop = fa_tui(tmp_path, "stop", "-d", "runs", run.name)
         assert stop.returncode == 0
@@ -329,3 +336,29 @@ def test_live_state_comes_from_one_squeue_answer():
         cache.get({"7_1", "7_0"})
     cache.get({"8"})        # a job the last answer did not cover: asked at once
     assert calls == [{"7_1", "7_0"}, {"8"}]
+
+
+def test_compose_offers_the_executor_and_its_runs_go_to_slurm_as_one_array(cluster, tmp_path):
+    """The Compose form's values (fa_tui/core/form.py) through the launch the screen calls;
+    the jobs are held (--begin) and cancelled, so nothing trains."""
+    from fa_tui.core import form
+    from fa_tui.launch import stop
+    from fa_tui.slurm import launch
+    assert not form.FIELDS["slurm.partition"].visible({"run.executor": "local"})
+    assert form.FIELDS["slurm.partition"].visible({"run.executor": "slurm"})
+    assert not form.FIELDS[form.JOBS].visible({"run.executor": "slurm"})
+    bad = form.compose(form.default_values(), {"run.executor": "slurm", "slurm.time": "soon"})
+    assert "slurm.time" in bad.errors and not bad.configs
+    comp = form.compose(form.default_values(), {
+        "run.executor": "slurm", "slurm.partition": "short", "slurm.time": "5",
+        "slurm.cpus": "1", "seeds": "0-1"})
+    assert [c.run.executor for c in comp.configs] == ["slurm", "slurm"]
+    held = [(name, cfg.model_copy(update={"slurm": cfg.slurm.model_copy(
+        update={"extra": ["--begin=now+1hour"]})})) for name, cfg in zip(comp.names, comp.configs)]
+    runs = launch(tmp_path / "runs", held, source="Compose")
+    jobs = [r.read_status().slurm_job for r in runs]
+    assert len({j.split("_")[0] for j in jobs}) == 1 and len(set(jobs)) == 2
+    assert set(wait_for(lambda: squeue(jobs), "the jobs in the queue")) == set(jobs)
+    assert all(stop(r) for r in runs)
+    assert [r.read_status().state for r in runs] == ["stopped", "stopped"]
+    wait_for(lambda: squeue(jobs) == {}, "the cancelled jobs to leave the queue")
