@@ -129,12 +129,20 @@ def submit(runs: Sequence[RunDir], resume: bool = False) -> list[str]:
         executor = submitit.SlurmExecutor(folder=root / SUBMITIT_DIR / "%j",
                                           max_num_timeout=cfg.requeues)
         executor.update_parameters(**sbatch_parameters(cfg, f"fa-tui:{root.name}"))
+        folder = root / SUBMITIT_DIR
+        before = set(folder.iterdir()) if folder.is_dir() else set()
         try:
             with executor.batch():
                 jobs = [executor.submit(SlurmWorker(str(run.path.resolve()), resume))
                         for run, _ in members]
         except (FailedSubmissionError, FailedJobError, subprocess.CalledProcessError,
                 OSError) as e:
+            # submitit's pickles and script of the refused submission: not left behind
+            for path in set(folder.iterdir()) - before if folder.is_dir() else ():
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+            if not before and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
             raise SlurmError(f"sbatch refused the runs: {_first_line(e)}") from None
         for (run, _), job in zip(members, jobs):
             ids[run.name] = job.job_id
@@ -238,10 +246,12 @@ class SlurmWorker:
         from engine.worker import slurm_job
         run = RunDir(self.run_path)
         previous = run.read_status()
-        if previous.state == "stopped" and not self.resume:
-            return "stopped"                 # cancelled while it waited, scancel raced
+        if previous.slurm_state == "CANCELLED" or previous.state in ("done", "diverged"):
+            return previous.state            # cancelled while it waited (scancel raced)
         cmd = [sys.executable, "-m", "engine.worker", str(run.path)]
-        if self.resume:
+        # a job SLURM itself started again (preempted with SIGTERM, node failure) runs the
+        # first submission's pickle: a checkpoint on disk means continue, never start over
+        if self.resume or run.has_checkpoint():
             cmd.append("--resume")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)

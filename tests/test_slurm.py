@@ -264,6 +264,12 @@ def test_a_missing_partition_is_refused_before_anything_is_submitted(cluster, tm
     assert "slurm.partition = 'nowhere': no such partition" in done.stderr
     assert "debug" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+    # what only sbatch can refuse (no GPUs on this cluster): its message, and no run left
+    done = fa_tui(tmp_path, "run", "sweep.toml", "--executor", "slurm", "-d", "runs",
+                  "--set", "slurm.gpus=1")
+    assert done.returncode == 2 and "sbatch refused the runs" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 # --- without a cluster ------------------------------------------------------------------------
