@@ -10,8 +10,9 @@ The launcher (fa_tui/launch.py) starts it in its own session with stdout and std
 worker.log, so a traceback lands there. SIGTERM or SIGINT asks for a clean stop: the trainer
 finishes its step, the worker checkpoints and writes `stopped`; `--resume` continues from that
 checkpoint exactly. SIGUSR2 does the same: SLURM sends it before a time limit or a preemption
-(fa_tui/slurm.py requeues the job, which resumes). torch is imported only after the signal handlers are installed, so a stop
-that arrives during the seconds of imports is a clean stop too (at step 0), not a kill.
+(fa_tui/slurm.py requeues the job, which resumes). torch is imported only after the signal
+handlers are installed, so a stop that arrives during the seconds of imports is a clean stop
+too (at step 0), not a kill.
 
 Exit status: 0 for done, stopped and diverged (the run did what was asked; divergence is a
 result), 1 for failed.

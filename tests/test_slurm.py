@@ -106,15 +106,20 @@ def raw_event_types(run: RunDir) -> list[str]:
 class ReleaseRequeued(threading.Thread):
     """SLURM holds a requeued job for two minutes (Reason=BeginTime) before it may start
     again. That is the cluster's policy, not the executor's; to keep the test short this
-    lets the requeued job go at once (`scontrol update StartTime=now`, what an admin can
-    do) and counts how often it did. Not at once: a job started while its previous run
-    still cleans up is killed ("Job credential revoked"), which is what the delay is for."""
+    lets the requeued job go early (`scontrol update StartTime=now`, what an admin can do)
+    and counts how often it did. Not at once: a job started while its previous run still
+    cleans up is killed ("Job credential revoked"), which is what the delay is for.
+
+    It also raises the requeued job's time limit to `then_limit` minutes: how much a
+    one-minute chunk trains depends on how loaded the machine is (the worker's start-up eats
+    into it), so the rest of the run gets room to finish whatever the load."""
 
     SETTLE_S = 10.0
 
-    def __init__(self, job: str) -> None:
+    def __init__(self, job: str, then_limit: int = 10) -> None:
         super().__init__(daemon=True)
         self.job, self.released, self.done = job, 0, threading.Event()
+        self.then_limit = then_limit
 
     def run(self) -> None:
         held_since = None
@@ -125,8 +130,8 @@ class ReleaseRequeued(threading.Thread):
             elif held_since is None:
                 held_since = time.monotonic()
             elif time.monotonic() - held_since > self.SETTLE_S:
-                subprocess.run(["scontrol", "update", f"JobId={self.job}", "StartTime=now"],
-                               capture_output=True, timeout=30)
+                subprocess.run(["scontrol", "update", f"JobId={self.job}", "StartTime=now",
+                                f"TimeLimit={self.then_limit}"], capture_output=True, timeout=30)
                 self.released += 1
                 held_since = None
 
@@ -199,7 +204,9 @@ def test_stop_cancels_the_job_and_resume_finishes_the_run(cluster, tmp_path):
 
 def test_time_limit_requeues_and_the_run_reads_as_uninterrupted(cluster, tmp_path):
     """A one-minute limit on a longer run: SLURM sends SIGUSR2 `signal_s` before the limit,
-    the worker checkpoints, submitit requeues the job (same id), the worker resumes."""
+    the worker checkpoints, submitit requeues the job (same id), the worker resumes. (SLURM
+    signals at its first time check at most 40 s before the limit here, so 20-50 s after the
+    start: the run, a minute of training without load, is always cut.)"""
     (tmp_path / "long.toml").write_text(LONG.format(epochs=100))
     follower = fa_tui(tmp_path, "run", "long.toml", "--executor", "slurm", "-d", "runs",
                       "--set", "slurm.partition=short", "--set", "slurm.time=1",
@@ -216,6 +223,7 @@ def test_time_limit_requeues_and_the_run_reads_as_uninterrupted(cluster, tmp_pat
         follower.kill()
         if release is not None:
             release.done.set()
+            subprocess.run(["scancel", release.job], capture_output=True, timeout=30)
     assert rc == 0, output
     assert "requeued" in output
     status = run.read_status()
