@@ -376,3 +376,26 @@ def test_compose_offers_the_executor_and_its_runs_go_to_slurm_as_one_array(clust
     assert all(stop(r) for r in runs)
     assert [r.read_status().state for r in runs] == ["stopped", "stopped"]
     wait_for(lambda: squeue(jobs) == {}, "the cancelled jobs to leave the queue")
+
+
+def test_sigusr2_makes_a_local_worker_checkpoint_and_stop(tmp_path):
+    """SLURM's warning signal, without SLURM: the worker treats SIGUSR2 as a clean stop
+    (checkpoint, `stopped`), which is what makes a requeued job resumable."""
+    import signal
+
+    from fa_tui.launch import create_run, spawn
+    cfg = Config.model_validate({"run": {"device": "cpu"}, "train": {"epochs": 20000},
+                                 "data": {"shape": [16], "train_size": 512, "val_size": 64,
+                                          "test_size": 64},
+                                 "model": {"width": 16, "depth": 1}, "metrics": {"every": 0}})
+    run = create_run(tmp_path / "runs", cfg)
+    proc = spawn(run)
+    try:
+        wait_for(lambda: run.read_status().step > 0 and run.has_checkpoint(), "an epoch")
+        proc.send_signal(signal.SIGUSR2)
+        assert proc.wait(timeout=WAIT_S) == 0
+    finally:
+        proc.kill()
+    status = run.read_status()
+    assert status.state == "stopped" and 0 < status.step < status.total_steps
+    assert run.has_checkpoint() and raw_event_types(run)[-1] == "end"
