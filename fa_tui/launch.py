@@ -135,6 +135,9 @@ def stop(run: RunDir) -> bool:
     writes `stopped` (resumable). A run still waiting in a queue is marked `stopped` so the
     queue skips it. Returns False when there was nothing this host could stop."""
     status = run.read_status()
+    if status.slurm_job and status.active:          # a SLURM job: scancel (fa_tui/slurm.py)
+        from fa_tui.slurm import cancel
+        return cancel(run, status)
     if status.state == "queued":
         status.state, status.reason = "stopped", "stopped before it started"
         run.write_status(status)
@@ -159,10 +162,45 @@ class RunProgress:
     total: int | None = None
     gpu: str | None = None
     reason: str | None = None
+    returncode: int | None = None        # of a worker this process waited for
 
     @property
     def finished(self) -> bool:
         return self.state not in ACTIVE_STATES
+
+
+def exit_reason(rc: int, estimate: int | None = None) -> str:
+    """Why a worker that exited without writing a final state ended, in words; a SIGKILL is
+    most often the kernel's out-of-memory killer, so say so, with the memory the launch
+    estimated the run to need (engine/estimate.py) when known."""
+    if rc == -signal.SIGKILL:
+        from engine.estimate import fmt_bytes
+        est = f"; it was estimated to need {fmt_bytes(estimate)}" if estimate else ""
+        return f"killed (SIGKILL — out of memory?){est}; see {LOG}"
+    how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
+           else f"exited with status {rc}")
+    return f"worker {how} before writing its final state; see {LOG}"
+
+
+def record_exit(run: RunDir, returncode: int, estimate: int | None = None) -> Status:
+    """The state after a worker exited: one that exited without writing a final state (killed,
+    out of memory, crashed in the interpreter) can no longer write one, so it is recorded as
+    failed here, at once, instead of leaving `running` until the heartbeat ages. Raises
+    OSError when the status cannot be written (the caller may retry)."""
+    status = run.read_status()
+    if status.state in ACTIVE_STATES:
+        status.state, status.reason = "failed", exit_reason(returncode, estimate)
+        run.write_status(status)
+    return status
+
+
+def _read_final(p: RunProgress) -> None:
+    """`p` updated to its run's state after the worker it waited for exited (record_exit)."""
+    status = (record_exit(p.run, p.returncode) if p.returncode is not None
+              else p.run.read_status())
+    p.state, p.reason = status.state, status.reason
+    p.step = max(p.step, status.step)
+    p.total = status.total_steps or p.total
 
 
 # --- the queue: clients enqueue, an executor starts -----------------------------------------

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from engine.rundir import ACTIVE_STATES, CONFIG, LOG, RunDir
+from engine.rundir import ACTIVE_STATES, CONFIG, RunDir
 from fa_tui.core.queue import Batch, QueueDir, least_loaded
 
 POLL_S = 0.5
@@ -183,6 +183,7 @@ class Scheduler:
             del self.procs[path]
             status = RunDir(path).read_status()
             if status.state in ACTIVE_STATES and status.pid in (proc.pid, None):
+                from fa_tui.launch import exit_reason
                 self._fail(path, exit_reason(rc, self.estimates.get(path)))
         for path, (reason, since) in list(self.unwritten.items()):
             self._fail(path, reason, since)
@@ -201,17 +202,6 @@ class Scheduler:
                 self.unwritten[path] = (reason, since)
             else:
                 self.unwritten.pop(path, None)
-
-
-def exit_reason(rc: int, estimate: int | None) -> str:
-    """Why a worker that exited without a final state ended, in words."""
-    if rc == -signal.SIGKILL:
-        from engine.estimate import fmt_bytes
-        est = f"; it was estimated to need {fmt_bytes(estimate)}" if estimate else ""
-        return f"killed (SIGKILL — out of memory?){est}; see {LOG}"
-    how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
-           else f"exited with status {rc}")
-    return f"worker {how} before writing its final state; see {LOG}"
 
 
 def main(argv: list[str] | None = None) -> int:
