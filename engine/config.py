@@ -72,7 +72,22 @@ class RuleCfg(Section):
     rank: int = Field(10, ge=1, description="ldfa: feedback rank r")
     adapt: Literal["fixed", "oja", "fit"] = Field("oja", description="ldfa feedback adaptation")
     feedback_lr: float = Field(1e-2, ge=0, description="ldfa: learning rate of P and Q")
-    feedback_norm: bool = Field(True, description="dfa: scale B by 1/sqrt(fan) (Launay et al.)")
+    feedback_norm: Literal["launay", "fan_out", "off"] = Field(
+        "launay", description="dfa: B std 1/sqrt(n_L*dim_l) (launay, as in Launay et al.'s code), "
+                              "1/sqrt(n_L) (fan_out, the scale before issue 8) or the forward "
+                              "init's std (off)")
+    fit_scale: Literal["weight", "raw"] = Field(
+        "weight", description="ldfa fit: rescale PQ to ||W|| at init (weight) or keep the raw "
+                              "truncated SVD (raw)")
+
+    @field_validator("feedback_norm", mode="before")
+    @classmethod
+    def _old_boolean_norm(cls, v: object) -> object:
+        """Configs written before the three choices said true / false: true meant Launay et
+        al.'s normalisation (which it now is, with their code's exact scale), false off."""
+        if isinstance(v, bool):
+            return "launay" if v else "off"
+        return v
 
 
 class NormCfg(Section):
