@@ -132,6 +132,11 @@ class MetricsCfg(Section):
     probe_size: int = Field(256, ge=2, description="fixed probe batch size")
     conv_layout: Literal["sample", "pixel"] = Field(
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
+    window: int = Field(8, ge=0, description="trajectory window: the last T probes stacked "
+                                             "(erank_*_traj); 0 turns the trajectory off")
+    window_rows: int = Field(32, ge=1, description="probe rows per probe kept in the window")
+    sketch: int = Field(1024, ge=16, description="rows wider than this are kept as a "
+                                                 "CountSketch of this many columns")
 
 
 def train_examples(data: DataCfg) -> int | None:

@@ -111,7 +111,10 @@ class Trainer:
             n = min(cfg.metrics.probe_size, len(self.data.train_x))
             self.diag = Diagnostics(self.model, self.rule, self._input(self.data.train_x[:n]),
                                     self.data.train_y[:n], F.cross_entropy,
-                                    conv_layout=cfg.metrics.conv_layout)
+                                    conv_layout=cfg.metrics.conv_layout,
+                                    window=cfg.metrics.window,
+                                    window_rows=cfg.metrics.window_rows,
+                                    sketch=cfg.metrics.sketch)
 
         # progress; everything here is in state_dict()
         self.step = 0
@@ -351,6 +354,7 @@ class Trainer:
                          "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step},
             "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                        "bad_step": self._bad_step, "steps": self._window_steps},
+            "traj": self.diag.window.state_dict() if self.diag and self.diag.window else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -367,6 +371,8 @@ class Trainer:
                                                      ("loss_sum", "correct", "seen"))
         self._bad_step = w["bad_step"].to(self.device)
         self._window_steps = w["steps"]
+        if state.get("traj") and self.diag is not None and self.diag.window is not None:
+            self.diag.window.load_state_dict(state["traj"])
 
     def summary(self) -> dict:
         """summary.json's figures (the worker adds status, reason and wall time)."""
