@@ -128,7 +128,14 @@ class TrainCfg(Section):
 
 
 class MetricsCfg(Section):
-    every: int = Field(500, ge=0, description="steps between diagnostics; 0 turns them off")
+    """Diagnostics. `every = "auto"` (the default) times the step-0 probe and a few training
+    steps and then probes every ceil(probe_s / (budget · step_s)) steps, so the share holds on
+    any model and device; a fixed integer is the cadence itself (reproducible event steps)."""
+    every: int | Literal["auto"] = Field(
+        "auto", description="steps between diagnostics; 0 turns them off; auto: the cadence "
+                            "that keeps them at metrics.budget of the wall time")
+    budget: float = Field(0.05, gt=0, le=1, description="auto cadence: the share of wall time "
+                                                        "diagnostics may take")
     probe_size: int = Field(256, ge=2, description="fixed probe batch size")
     conv_layout: Literal["sample", "pixel"] = Field(
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")

@@ -9,10 +9,12 @@ exact-BP shadow (`rule.exact_backward()`) — and returns plain floats per weigh
     erank_grad / pr_grad       rule pseudo-gradient δ_lᵀh_{l−1} (conv flattened out × in·kh·kw)
     erank_grad_bp / pr_grad_bp BP gradient
     erank_act / pr_act         layer input h_{l−1} (same layout as the error)
-    erank_err_rn               rule error with every row scaled to unit norm (zero rows left out)
-    erank_sent / _bp / _rn     the error the layer sends to its input (grad_input as the rule
-                               computes it / as exact BP does on the same weights / rule, rows
-                               normalised); None for the first layer, which sends nothing
+    erank_err_rn / _rn_bp      rule / BP error with every row scaled to unit norm (zero rows
+                               left out)
+    erank_sent / _bp           the error the layer sends to its input (grad_input as the rule
+                               computes it / as exact BP does on the same weights); None for
+                               the first layer, which sends nothing
+    erank_sent_rn / _rn_bp     the same, rows normalised
     erank_sent_traj / _bp      the sent errors stacked over the trajectory window
     erank_grad_traj / _bp      flattened probe gradients stacked over the window (engine/trajectory.py)
     erank_disp                 the displacement W_t − W_0 (conv out × in·kh·kw)
@@ -215,17 +217,25 @@ class Diagnostics:
         else:
             r["erank_err_bp"], r["pr_err_bp"] = spectrum_stats(self._matrix(m, err_bp))
         r["erank_err_rn"] = spectrum_stats(row_normalised(e))[0]
+        r["erank_err_rn_bp"] = r["erank_err_rn"] if exact else \
+            spectrum_stats(row_normalised(self._matrix(m, err_bp)))[0]
         del e
         sent = self._sent["rule"].pop(m, None)
         sent_bp = sent if exact else self._sent["bp"].pop(m, None)
         if sent is None or sent_bp is None:
-            r["erank_sent"] = r["erank_sent_bp"] = r["erank_sent_rn"] = None
+            r["erank_sent"] = r["erank_sent_bp"] = None
+            r["erank_sent_rn"] = r["erank_sent_rn_bp"] = None
         else:
             s_rule = self._matrix(m, sent)
             r["erank_sent"] = spectrum_stats(s_rule)[0]
-            r["erank_sent_bp"] = r["erank_sent"] if exact else \
-                spectrum_stats(self._matrix(m, sent_bp))[0]
             r["erank_sent_rn"] = spectrum_stats(row_normalised(s_rule))[0]
+            if exact:
+                r["erank_sent_bp"], r["erank_sent_rn_bp"] = r["erank_sent"], r["erank_sent_rn"]
+            else:
+                s_bp = self._matrix(m, sent_bp)
+                r["erank_sent_bp"] = spectrum_stats(s_bp)[0]
+                r["erank_sent_rn_bp"] = spectrum_stats(row_normalised(s_bp))[0]
+                del s_bp
             del s_rule
         if self.window is not None:
             self.window.add(m.layer_name,

@@ -12,6 +12,7 @@ and diagnostics run only every `metrics.every` steps (see engine/diagnostics.py)
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import time
 from typing import Callable, Iterator
@@ -107,7 +108,7 @@ class Trainer:
                                    self.steps_per_epoch)
 
         self.diag: Diagnostics | None = None
-        if cfg.metrics.every > 0:
+        if cfg.metrics.every != 0:
             n = min(cfg.metrics.probe_size, len(self.data.train_x))
             self.diag = Diagnostics(self.model, self.rule, self._input(self.data.train_x[:n]),
                                     self.data.train_y[:n], F.cross_entropy,
@@ -127,6 +128,11 @@ class Trainer:
         self.last_diag: dict | None = None
         self.wall_s = 0.0
         self._last_eval_step = -1
+        #: steps between probes: metrics.every, or for "auto" set once by _calibrate
+        self.probe_every: int | None = None if cfg.metrics.every == "auto" else cfg.metrics.every
+        self._probe0_s: float | None = None
+        self._cal_t: float | None = None
+        self._cal_steps = 0
         self._reset_window()
 
     # --- small helpers -----------------------------------------------------------------------
@@ -216,8 +222,33 @@ class Trainer:
         dt = time.perf_counter() - t
         self._window_diag_s += dt
         self.last_diag = out
+        if self.step == 0:
+            self._probe0_s = dt
         return {"type": "diag", "step": self.step, "epoch": self.epoch, "diag_s": round(dt, 4),
-                **out}
+                "every": self.probe_every, **out}
+
+    #: auto cadence: the training steps this process times, after warm-up
+    CAL_FROM, CAL_TO = 3, 13
+
+    def _calibrate(self) -> None:
+        """For metrics.every = "auto": time this process's training steps CAL_FROM..CAL_TO
+        (synchronised on CUDA) and set the cadence from the step-0 probe's time, so that probes
+        take `metrics.budget` of the wall time: every = ceil(probe_s / (budget · step_s)).
+        Done once per run; the cadence and the probe time are saved in checkpoints, and the
+        cadence is reported in every diag event (`every`)."""
+        if self.probe_every is not None or self._probe0_s is None:
+            return
+        self._cal_steps += 1
+        if self._cal_steps not in (self.CAL_FROM, self.CAL_TO):
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self._cal_steps == self.CAL_FROM:
+            self._cal_t = now
+            return
+        step_s = (now - self._cal_t) / (self.CAL_TO - self.CAL_FROM)
+        self.probe_every = max(1, math.ceil(self._probe0_s / (self.cfg.metrics.budget * step_s)))
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {m.layer_name: m.weight.detach().clone() for m in self.layers}
@@ -282,7 +313,7 @@ class Trainer:
         # the step-0 probe, once: a run stopped before its first step and resumed has it
         if self.diag is not None and self.step == 0 and self.last_diag is None:
             yield self._measure(None)
-        every, log_every, eval_every = cfg.metrics.every, cfg.train.log_every, cfg.train.eval_every
+        log_every, eval_every = cfg.train.log_every, cfg.train.eval_every
         while self.step < self.total_steps:
             for x, y in self.batches.epoch(self.epoch, start=self.batch_in_epoch):
                 if should_stop():
@@ -290,11 +321,14 @@ class Trainer:
                     yield {"type": "end", "step": self.step, "status": "stopped",
                            "reason": "stop requested"}
                     return
-                diag_now = self.diag is not None and (self.step + 1) % every == 0
+                every = self.probe_every
+                diag_now = self.diag is not None and every is not None and \
+                    (self.step + 1) % every == 0
                 before = self._snapshot() if diag_now else None
                 self._train_step(self._input(x), y)
                 self.step += 1
                 self.batch_in_epoch += 1
+                self._calibrate()
                 if diag_now:
                     yield self._measure({m.layer_name: m.weight.detach() - before[m.layer_name]
                                          for m in self.layers})
@@ -351,7 +385,8 @@ class Trainer:
                          "batch_in_epoch": self.batch_in_epoch,
                          "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
                          "final_train_loss": self.final_train_loss, "wall_s": self.wall_s,
-                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step},
+                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
+                         "probe_every": self.probe_every, "_probe0_s": self._probe0_s},
             "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                        "bad_step": self._bad_step, "steps": self._window_steps},
             "traj": self.diag.window.state_dict() if self.diag and self.diag.window else None,

@@ -458,6 +458,14 @@ def presets() -> None:
 
 
 # --- export -----------------------------------------------------------------------------------
+class XAxis(str, Enum):
+    """fa_tui.export.X_AXES (kept here so that --help needs no import of the exporter)."""
+    step = "step"
+    epoch = "epoch"
+    wall = "wall"
+    val_acc = "val_acc"
+
+
 class Format(str, Enum):
     json = "json"
     csv = "csv"
@@ -483,6 +491,13 @@ def export(ctx: typer.Context,
                "--plot", metavar="FILE", show_default=False,
                help="Also draw accuracy, per-layer erank and angle curves (.png, .svg, .pdf; "
                     "needs matplotlib).")] = None,
+           x: Annotated[XAxis, typer.Option(
+               "--x", help="x-axis of --curves (the `x` column) and --plot: step, epoch, wall "
+                           "time (s) or the latest val accuracy (compare runs at matched "
+                           "accuracy).")] = XAxis.step,
+           rank: Annotated[str, typer.Option(
+               "--rank", help="per-layer rank metric drawn by --plot, e.g. erank_sent_traj, "
+                              "erank_err_rn")] = "erank_err",
            group: Annotated[bool, typer.Option(
                "--group/--no-group", help="Merge runs that differ only by seed (mean ± std).")
            ] = True,
@@ -497,7 +512,7 @@ def export(ctx: typer.Context,
             fmt = Format(output.suffix.lstrip("."))
         table_wanted = not (plot and fmt is None and output is None and not curves)
         if table_wanted:
-            table = curve_table(runs) if curves else summary_table(runs, group, layers)
+            table = curve_table(runs, x.value) if curves else summary_table(runs, group, layers)
             text = render(table, (fmt or (Format.csv if curves else Format.md)).value)
             if output is None:
                 sys.stdout.write(text)
@@ -505,7 +520,7 @@ def export(ctx: typer.Context,
                 output.write_text(text, encoding="utf-8")
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:
-            draw(runs, plot)
+            draw(runs, plot, x.value, rank)
             err.print(f"wrote {plot}")
     except ExportError as e:
         fail(str(e))

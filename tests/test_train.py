@@ -147,7 +147,7 @@ DIAG_KEYS = {
     "angle_delta", "angle_delta_sample", "angle_grad", "angle_step", "angle_weight",
     "fb_ratio", "cons_drift", "erank_err_rn", "erank_sent", "erank_sent_bp", "erank_sent_rn",
     "erank_sent_traj", "erank_sent_traj_bp", "erank_grad_traj", "erank_grad_traj_bp",
-    "erank_disp", "step_noise",
+    "erank_disp", "step_noise", "erank_err_rn_bp", "erank_sent_rn_bp",
 }
 
 
