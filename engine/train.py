@@ -131,6 +131,8 @@ class Trainer:
         #: steps between probes: metrics.every, or for "auto" set once by _calibrate
         self.probe_every: int | None = None if cfg.metrics.every == "auto" else cfg.metrics.every
         self._probe0_s: float | None = None
+        #: auto cadence: warm-up probes at every/2, every/4, … (this many) before `every`
+        self.probe_warm = 0
         self._cal_t: float | None = None
         self._cal_steps = 0
         self._reset_window()
@@ -232,10 +234,10 @@ class Trainer:
 
     def _calibrate(self) -> None:
         """For metrics.every = "auto": time this process's training steps CAL_FROM..CAL_TO
-        (synchronised on CUDA) and set the cadence from the step-0 probe's time, so that probes
-        take `metrics.budget` of the wall time: every = ceil(probe_s / (budget · step_s)).
-        Done once per run; the cadence and the probe time are saved in checkpoints, and the
-        cadence is reported in every diag event (`every`)."""
+        (synchronised on CUDA) and plan the run's probes from the step-0 probe's time so that
+        they take `metrics.budget` of the run's wall time (auto_cadence). Done once per run;
+        the plan and the probe time are saved in checkpoints, and the cadence is reported in
+        every diag event (`every`)."""
         if self.probe_every is not None or self._probe0_s is None:
             return
         self._cal_steps += 1
@@ -248,7 +250,16 @@ class Trainer:
             self._cal_t = now
             return
         step_s = (now - self._cal_t) / (self.CAL_TO - self.CAL_FROM)
-        self.probe_every = max(1, math.ceil(self._probe0_s / (self.cfg.metrics.budget * step_s)))
+        affordable = int(self.cfg.metrics.budget * self.total_steps * step_s / self._probe0_s)
+        self.probe_every, self.probe_warm = auto_cadence(self.total_steps, affordable)
+
+    def _probe_due(self, step: int) -> bool:
+        """Whether the probe runs after training step `step` (1-based count of steps done)."""
+        every = self.probe_every
+        if self.diag is None or every is None:
+            return False
+        warm = {every >> k for k in range(1, self.probe_warm + 1)}
+        return step % every == 0 or step in warm
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {m.layer_name: m.weight.detach().clone() for m in self.layers}
@@ -321,9 +332,7 @@ class Trainer:
                     yield {"type": "end", "step": self.step, "status": "stopped",
                            "reason": "stop requested"}
                     return
-                every = self.probe_every
-                diag_now = self.diag is not None and every is not None and \
-                    (self.step + 1) % every == 0
+                diag_now = self._probe_due(self.step + 1)
                 before = self._snapshot() if diag_now else None
                 self._train_step(self._input(x), y)
                 self.step += 1
@@ -386,7 +395,8 @@ class Trainer:
                          "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
                          "final_train_loss": self.final_train_loss, "wall_s": self.wall_s,
                          "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
-                         "probe_every": self.probe_every, "_probe0_s": self._probe0_s},
+                         "probe_every": self.probe_every, "probe_warm": self.probe_warm,
+                         "_probe0_s": self._probe0_s},
             "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                        "bad_step": self._bad_step, "steps": self._window_steps},
             "traj": self.diag.window.state_dict() if self.diag and self.diag.window else None,
@@ -418,6 +428,23 @@ class Trainer:
                 "final_train_loss": self.final_train_loss, "steps": self.step,
                 "epochs": self.epoch, "device": str(self.device), "wall_s": self.wall_s,
                 "config": self.cfg.model_dump(mode="json"), "layers": layers}
+
+
+def auto_cadence(total_steps: int, affordable: int, warm: int = 3) -> tuple[int, int]:
+    """(every, warm-up probes) for `affordable` probes after step 0 over `total_steps`.
+
+    Probes land at every/2^m, …, every/4, every/2 (m = warm-up probes, at most `warm`; the
+    error signal changes fastest early, and this puts probes into the first epoch) and then at
+    every multiple of `every`; `every` is the smallest cadence whose plan has at most
+    `affordable` probes, so the budget holds over the run. With fewer than 2 affordable
+    probes the run gets one probe at its end."""
+    if affordable < 2:
+        return max(total_steps, 1), 0
+    m = min(warm, affordable - 1)
+    every = max(1, math.ceil(total_steps / (affordable - m + 1)))
+    while m + total_steps // every > affordable:
+        every += 1
+    return every, min(m, max(every.bit_length() - 1, 0))
 
 
 def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
