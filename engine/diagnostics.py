@@ -26,7 +26,8 @@ exact-BP shadow (`rule.exact_backward()`) — and returns plain floats per weigh
     angle_delta_sample         mean over samples of the per-sample angle (LightOn's convention)
     angle_grad                 rule pseudo-gradient vs BP gradient
     angle_step                 −applied step vs BP gradient (None as erank_step)
-    angle_weight, fb_ratio     W vs the rule's effective feedback, and ‖B‖/‖W‖
+    angle_weight, fb_ratio     W vs the rule's effective feedback, and ‖B‖/‖W‖, for the layers
+                               whose feedback is used (not the first)
     cons_drift                 drift of Robertson & Koyejo's conserved quantity (Linear pairs)
     rows                       rows of the error / activation matrices (N; N·H·W or N·T)
 
@@ -261,7 +262,10 @@ class Diagnostics:
         r["angle_grad"] = angle(g, g_bp)
         r["angle_step"] = None if step is None else angle(-step, g_bp)
 
-        fb = self.rule.effective_feedback(m) if self.rule.has_feedback else None
+        # the first layer sends nothing (its input is data): its feedback is never used, so
+        # its alignment with W means nothing and is not reported
+        fb = self.rule.effective_feedback(m) if self.rule.has_feedback and not m.is_first \
+            else None
         if fb is not None and fb.shape == m.weight.shape:
             r["angle_weight"] = angle(m.weight, fb)
             w_norm = torch.linalg.vector_norm(m.weight.float())

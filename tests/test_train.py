@@ -192,7 +192,10 @@ def test_diag_events_report_every_layer_with_the_documented_keys(fa_run):
         for metrics in d["layers"].values():
             assert set(metrics) == DIAG_KEYS
             assert metrics["rows"] == 32
-            assert 0 <= metrics["angle_grad"] <= 180 and metrics["angle_weight"] is not None
+            assert 0 <= metrics["angle_grad"] <= 180
+        # the first layer's feedback is never used: no angle_weight there
+        assert d["layers"]["fc1"]["angle_weight"] is None
+        assert all(d["layers"][n]["angle_weight"] is not None for n in names[1:])
     # no step has been applied at step 0; every later probe follows a step
     assert all(m["erank_step"] is None for m in diags[0]["layers"].values())
     assert all(m["angle_step"] is not None for d in diags[1:] for m in d["layers"].values())
