@@ -180,7 +180,8 @@ def conservation(w_i: Tensor, b_i: Tensor | None, fb_next: Tensor | None, w_next
             d/dt ⟨FB[:,k], W_{i+1}[:,k]⟩ = −Σ_n h_i[n,k] Σ_j δ_{i+1}[n,j] FB[j,k]  — the same.
 
     So c_k has zero time derivative; without the bias term it would drift whenever b_i moves.
-    Discrete SGD adds O(η²) per step, i.e. O(η) over a fixed training time. The identity
+    Discrete SGD adds O(η²) per step: O(η) over a fixed training time η·steps, O(η²) over a
+    fixed number of steps (epochs), which is how presets compare step sizes. The identity
     φ'(a)a = φ(a) holds for any positively homogeneous φ (ReLU, leaky ReLU, linear), not for
     tanh or GELU, and only if nothing (no norm layer) sits between the two layers.
 

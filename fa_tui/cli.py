@@ -370,7 +370,7 @@ def show(ctx: typer.Context,
              help="A run directory, or the name of a run under the runs directory.")],
          runs_dir: RunsDirOpt = None) -> None:
     """One run in detail: status, config highlights, final metrics, per-layer diagnostics."""
-    from fa_tui.export import LAYER_METRICS, ExportError, record
+    from fa_tui.export import LAYER_GROUPS, ExportError, record
     target = _resolve_run(run_arg, _runs_dir(ctx, runs_dir))
     try:
         rec = record(target)
@@ -400,14 +400,14 @@ def show(ctx: typer.Context,
     if rec.get("wall_s") is not None:
         _add_row(info, "wall time", fmt_elapsed(rec["wall_s"]))
     out.print(info)
-    if rec.get("layers"):
-        layers = Table(title="per layer (last diagnostics)", title_justify="left")
+    for title, group in LAYER_GROUPS.items() if rec.get("layers") else ():
+        layers = Table(title=f"per layer, last diagnostics: {title}", title_justify="left")
         layers.add_column("layer")
-        for m in LAYER_METRICS:
+        for m in group:
             layers.add_column(m, justify="right")
         for name, metrics in rec["layers"].items():
-            _add_row(layers, name, *("–" if metrics.get(m) is None else f"{metrics[m]:.2f}"
-                                     for m in LAYER_METRICS))
+            _add_row(layers, name, *("–" if not isinstance(metrics.get(m), (int, float))
+                                     else f"{metrics[m]:.2f}" for m in group))
         _print_table(layers)
     if status.state in ("failed", "diverged"):
         tail = target.log_tail(15)

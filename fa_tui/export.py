@@ -34,9 +34,15 @@ KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
 #: config keys that do not define the experiment: seeds are grouped over, the rest ignored
 NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download")
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
-LAYER_METRICS = ("erank_err", "erank_err_bp", "erank_err_rn", "erank_err_rn_bp", "erank_sent",
-                 "erank_sent_bp", "erank_sent_traj", "erank_sent_traj_bp", "erank_grad_traj",
-                 "erank_grad_traj_bp", "erank_disp", "angle_delta", "angle_grad", "angle_weight")
+#: the per-layer diagnostics that tables show, in groups (`fa-tui show` prints one table each)
+LAYER_GROUPS = {
+    "error ranks, per probe batch": ("erank_err", "erank_err_bp", "erank_err_rn",
+                                     "erank_err_rn_bp", "erank_sent", "erank_sent_bp"),
+    "trajectory ranks, over the window": ("erank_sent_traj", "erank_sent_traj_bp",
+                                          "erank_grad_traj", "erank_grad_traj_bp", "erank_disp"),
+    "angles (degrees)": ("angle_delta", "angle_grad", "angle_weight"),
+}
+LAYER_METRICS = tuple(m for group in LAYER_GROUPS.values() for m in group)
 #: what curves and plots can be drawn against: training step, epoch (fractional), wall time
 #: since the run's first event (s), or the latest validation accuracy (to compare runs at
 #: matched accuracy rather than at matched step)
