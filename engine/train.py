@@ -250,7 +250,8 @@ class Trainer:
             self._cal_t = now
             return
         step_s = (now - self._cal_t) / (self.CAL_TO - self.CAL_FROM)
-        affordable = int(self.cfg.metrics.budget * self.total_steps * step_s / self._probe0_s)
+        # the step-0 probe is paid from the same budget
+        affordable = int(self.cfg.metrics.budget * self.total_steps * step_s / self._probe0_s) - 1
         self.probe_every, self.probe_warm = auto_cadence(self.total_steps, affordable)
 
     def _probe_due(self, step: int) -> bool:
