@@ -218,6 +218,10 @@ RANK_MEASURES = (
 )
 
 
+HIDDEN = ["conv1", "conv2", "conv3", "conv4"]
+PER_LAYER = ("erank_err", "erank_err_rn", "erank_sent", "erank_sent_traj", "erank_disp")
+
+
 def rank_section(exp: Experiment) -> list[str]:
     conds = list(exp.conditions)
     lines = ["## Rank collapse in FA, and what batchnorm and Muon do (Boeshertz, Pascanu & "
@@ -226,8 +230,9 @@ def rank_section(exp: Experiment) -> list[str]:
              "CIFAR-10 CNN while BP's reaches ≈ 100; hidden-activity normalisation and Muon "
              "recover accuracy (ResNet-18 ablation). Here: the same 4-conv CNN with widths "
              "8-16-16-16 on Fashion-MNIST, 300 steps of batch 128 (< 1 epoch), probe of 256, "
-             f"{exp.seeds} seeds; values at the last probe (step 300), mean over the layers "
-             "where the measure exists (± std over seeds).", ""]
+             f"{exp.seeds} seeds; values at the last probe (step 300), mean over the hidden "
+             "conv layers where the measure exists (conv1-conv4; the errors sent: conv2-conv4, "
+             "conv1 sends nothing), ± std over seeds. The head is listed separately.", ""]
     lines += header(exp, "CNN widths, steps and data overridden")
     acc = {c: mean_std(final(exp, c, lambda sm, dg: sm.get("test_acc"))) for c in conds}
     table = ["| measure | " + " | ".join(conds) + " | fa vs bp |",
@@ -239,7 +244,7 @@ def rank_section(exp: Experiment) -> list[str]:
     rows: dict[str, dict[str, tuple]] = {}
     for metric, what in RANK_MEASURES:
         vals = {c: mean_std(final(exp, c, lambda sm, dg, m=metric: layer_mean(
-            dg[-1]["layers"], m) if dg else None)) for c in conds}
+            dg[-1]["layers"], m, HIDDEN) if dg else None)) for c in conds}
         rows[metric] = vals
         sep = separated(vals["fa"], vals["bp"])
         (below if sep < 0 else above if sep > 0 else overlap).append(metric)
@@ -253,6 +258,17 @@ def rank_section(exp: Experiment) -> list[str]:
                  + " | ".join(fmt(head[c]) for c in conds) + " | "
                  + {1: "fa **above** bp", -1: "fa **below** bp", 0: "overlap"}[sep] + " |")
     lines += table + [""]
+    per_layer = ["Per layer, fa / bp (mean over seeds):", "",
+                 "| layer | " + " | ".join(f"`{m}`" for m in PER_LAYER) + " |",
+                 "|---|" + "---:|" * len(PER_LAYER)]
+    for name in HIDDEN + ["head"]:
+        cells = []
+        for m in PER_LAYER:
+            fa, bp = (mean_std(final(exp, c, lambda sm, dg: (dg[-1]["layers"].get(name) or {})
+                                     .get(m) if dg else None))[0] for c in ("fa", "bp"))
+            cells.append("–" if fa is None or bp is None else f"{fa:.1f} / {bp:.1f}")
+        per_layer.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += per_layer + [""]
     erank_fa, erank_bp = rows["erank_err"]["fa"][0], rows["erank_err"]["bp"][0]
     verdict = ("**Does not show** as stated" if erank_fa is None or erank_bp is None
                or not (erank_fa < 20 and erank_bp > 2 * erank_fa) else "**Shows**")
