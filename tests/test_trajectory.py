@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from engine.config import Config
-from engine.diagnostics import row_normalised, step_noise
-from engine.metrics import erank, spectrum_stats
+from engine.metrics import row_normalised, step_noise
+from engine.metrics import erank, spectrum_stats  # noqa: E402
 from engine.train import Trainer
 from engine.trajectory import CountSketch, Window
 
