@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from engine.config import Config
-from engine.metrics import row_normalised, step_noise
-from engine.metrics import erank, spectrum_stats  # noqa: E402
+from engine.metrics import erank, row_normalised, spectrum_stats, step_noise
 from engine.train import Trainer
 from engine.trajectory import CountSketch, Window
 
