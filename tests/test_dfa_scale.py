@@ -18,7 +18,8 @@ from engine.rules import build_rule
 
 
 class Recorder:
-    """Receives each layer's input and output error (the interface engine.layers calls)."""
+    """Receives each layer's input, output error and sent error (the interface
+    engine.layers calls)."""
 
     def __init__(self) -> None:
         self.phase = "rule"
@@ -29,6 +30,9 @@ class Recorder:
 
     def error(self, layer: nn.Module, grad_out: Tensor) -> None:
         self.errors[self.phase][layer.layer_name] = grad_out.detach()
+
+    def sent(self, layer: nn.Module, grad_input: Tensor) -> None:
+        pass
 
 
 def error_norm_ratios(model_cfg: dict, rule_cfg: dict) -> dict[str, float]:
