@@ -159,7 +159,7 @@ def estimate(cfg: Config) -> Estimate:
         examples = _train_size(cfg) + _test_size(cfg)
         dataset = examples * (n_inputs + 8)
     probe = 0
-    if cfg.metrics.every > 0:
+    if cfg.metrics.every != 0:          # an integer cadence or "auto"
         n = cfg.metrics.probe_size
         probe = (2 * n * per_sample * F32 + 2 * params * F32
                  + sum(min(n, l.channels) ** 2 for l in ls) * F32 * 2)

@@ -300,7 +300,7 @@ def test_form_flags_a_dataset_neither_on_disk_nor_fetchable(tmp_path, monkeypatc
 
 def test_form_fields_follow_the_schema_and_the_choices():
     assert form.choices("rule.name") == ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
-    assert form.choices("rule.feedback_norm") == (True, False)
+    assert form.choices("rule.feedback_norm") == ("launay", "fan_out", "off")
     assert form.kind("model.widths") == "list" and form.kind("optim.lr") == "number"
     assert form.choices("run.device")[:2] == ("auto", "cpu")
     spec = form.FIELDS["rule.rank"]
