@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from engine.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
-from fa_tui.core.runtable import RunRow, best_val_acc, build_row
+from fa_tui.core.runtable import RunRow, best_val_acc, build_row, throughput
 
 
 @dataclass
@@ -26,6 +26,7 @@ class _Entry:
     summary: dict | None = None
     log: EventLog | None = None
     best_val: float | None = None
+    speed: tuple[float | None, float | None] = (None, None)   # samples/s, GPU MiB
     version: int = 0
     copied: int = -1
     events: list[dict] = field(default_factory=list)
@@ -84,7 +85,9 @@ class RunStore:
         if changed or entry.status.active:
             entry.status_key = key
             entry.status = entry.run.read_status()
-            if not entry.status.active and (changed or entry.summary is None):
+            if entry.status.active:
+                entry.summary = None             # an earlier attempt's, after a resume
+            elif changed or entry.summary is None:
                 entry.summary = entry.run.read_summary()
         if entry.status.active or watched or changed:
             if entry.log is None:
@@ -93,9 +96,11 @@ class RunStore:
             new = entry.log.poll()
             if entry.log.events is not before:     # a resume dropped superseded events
                 entry.best_val = best_val_acc(entry.log.events)
+                entry.speed = throughput(entry.log.events)
                 entry.version += 1
             elif new:
                 entry.best_val = best_val_acc(new, entry.best_val)
+                entry.speed = throughput(new, entry.speed)
                 entry.version += 1
 
     def _watched(self, entry: _Entry) -> tuple[list[dict], list[str]]:
@@ -118,7 +123,7 @@ class RunStore:
             watched = run.name in watch
             self._update(entry, watched)
             rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
-                                  entry.best_val, now))
+                                  entry.best_val, now, *entry.speed))
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)
                 versions[run.name] = entry.version
