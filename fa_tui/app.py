@@ -115,6 +115,12 @@ class FaApp(App[None]):
             except NoMatches:        # shutting down: the screen's widgets are already gone
                 pass
 
+    def notify(self, message: str, *, title: str = "", severity="information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A toast, never read as Rich markup: messages quote presets and paths, whose
+        `[sweep]` or `[section]` markup would swallow."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     # --- navigation ---------------------------------------------------------------------------
     @on(MonitorRuns)
     def _monitor(self, message: MonitorRuns) -> None:
@@ -124,6 +130,13 @@ class FaApp(App[None]):
         self.monitored = tuple(names)
         self.wake()
         self.switch_mode("monitor")
+
+    def compare(self, names: Iterable[str]) -> None:
+        """Open the comparison view on `names` (their events are then polled, as Monitor's)."""
+        from fa_tui.screens.compare import CompareScreen
+        self.monitored = tuple(names)
+        self.wake()
+        self.push_screen(CompareScreen(list(self.monitored)))
 
     @on(RunsLaunched)
     def _launched(self, message: RunsLaunched) -> None:
@@ -135,6 +148,7 @@ class FaApp(App[None]):
         self.switch_mode("runs")
 
     def action_help(self) -> None:
+        from fa_tui.screens.compare import CompareScreen
         from fa_tui.screens.compose import ComposeScreen
         from fa_tui.screens.dialogs import ConfirmScreen
         from fa_tui.screens.export import ExportScreen
@@ -142,21 +156,34 @@ class FaApp(App[None]):
         from fa_tui.screens.monitor import MonitorScreen
         sections = {"Everywhere": self.BINDINGS, "Compose": ComposeScreen.BINDINGS,
                     "Runs": RunsScreen.BINDINGS, "Monitor": MonitorScreen.BINDINGS,
+                    "Compare": CompareScreen.BINDINGS,
                     "Confirmation": ConfirmScreen.BINDINGS, "Export": ExportScreen.BINDINGS}
         self.push_screen(HelpScreen(sections))
 
+    def keys_for_people(self, binding: Binding) -> str:
+        """`/`, `d or delete`, `ctrl+l`: how a binding's keys are written on a keyboard."""
+        if binding.key_display:
+            return binding.key_display
+        return " or ".join(self.get_key_display(Binding(k.strip(), binding.action))
+                           for k in binding.key.split(","))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """Textual's own entries (theme, screenshot, quit — not its key panel: Help lists every
+        key), the screens, Help, and the current screen's actions with their keys."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":
+                yield command
         for mode, what in (("compose", "compose and launch runs or sweeps"),
                            ("runs", "every run in the runs directory"),
                            ("monitor", "live curves, ranks and angles of the chosen runs")):
-            yield SystemCommand(mode.title(), f"Show {mode}: {what}",
+            yield SystemCommand(f"Go to {mode.title()}", f"The {mode} screen: {what}",
                                 lambda mode=mode: self.switch_mode(mode))
-        yield SystemCommand("Help", "List every key", self.action_help)
+        yield SystemCommand("Help", "Every key of every screen (also ? or F1)", self.action_help)
+        where = type(screen).__name__.removesuffix("Screen")
         for binding in getattr(screen, "BINDINGS", []):
             if isinstance(binding, Binding) and binding.show and binding.description:
-                yield SystemCommand(binding.description, f"{binding.key_display or binding.key}"
-                                    f" on this screen",
+                yield SystemCommand(binding.description,
+                                    f"{where}: press {self.keys_for_people(binding)}",
                                     lambda b=binding: screen.run_action(b.action))
 
 

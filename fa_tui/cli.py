@@ -488,10 +488,14 @@ def export(ctx: typer.Context,
            ] = True,
            layers: Annotated[bool, typer.Option(
                "--layers/--no-layers", help="Per-layer diagnostics columns.")] = True,
+           force: Annotated[bool, typer.Option(
+               "--force", help="Overwrite an existing output or plot file.")] = False,
            runs_dir: RunsDirOpt = None) -> None:
     """Export runs as a table (json, csv, md, tex), per-step curves, or a plot."""
-    from fa_tui.export import ExportError, curve_table, find_runs, plot as draw, render, summary_table
+    from fa_tui.export import (ExportError, check_overwrite, curve_table, find_runs, plot as draw,
+                               render, summary_table)
     try:
+        check_overwrite([output, plot], force)
         runs = find_runs(targets, _runs_dir(ctx, runs_dir))
         if fmt is None and output is not None and output.suffix.lstrip(".") in Format.__members__:
             fmt = Format(output.suffix.lstrip("."))
@@ -505,7 +509,7 @@ def export(ctx: typer.Context,
                 output.write_text(text, encoding="utf-8")
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:
-            draw(runs, plot)
+            draw(runs, plot, group=group)
             err.print(f"wrote {plot}")
     except ExportError as e:
         fail(str(e))

@@ -16,9 +16,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-#: config keys that do not make two runs different conditions
-NOT_CONDITIONS = (("run", "name"), ("run", "seed"), ("run", "device"), ("data", "root"),
-                  ("data", "download"))
+from fa_tui.export import NOT_CONDITIONS as _DOTTED
+
+#: config keys that do not make two runs different conditions (the exporter's list)
+NOT_CONDITIONS = tuple(tuple(k.split(".", 1)) for k in _DOTTED)
 _SEED_TAG = re.compile(r"[-_]?seed=\d+")
 
 

@@ -36,7 +36,8 @@ class _Entry:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the UI draws. `events`, `versions` and `logs` cover the watched runs only;
+    """What the UI draws. `events`, `versions` and `logs` cover the watched runs only
+    (`configs` every run);
     a version changes exactly when that run's event list did."""
     rows: tuple[RunRow, ...] = ()
     events: dict[str, list[dict]] = field(default_factory=dict)
@@ -124,10 +125,10 @@ class RunStore:
             self._update(entry, watched)
             rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
                                   entry.best_val, now, *entry.speed))
+            configs[run.name] = entry.config             # every run's: seed grouping needs it
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)
                 versions[run.name] = entry.version
-                configs[run.name] = entry.config
                 skipped[run.name] = entry.log.skipped
         for gone in self._entries.keys() - {r.name for r in runs}:
             del self._entries[gone]
