@@ -16,8 +16,12 @@ from fa_tui.core.form import FieldSpec, choices, description, to_text
 class FormField(Horizontal):
     DEFAULT_CSS = """
     FormField { height: auto; }
-    FormField > Label { width: 15; padding-left: 1; }
-    FormField > Input, FormField > Select { width: 24; }
+    FormField > Label { width: 17; padding-left: 1; }
+    FormField > Input, FormField > Select { width: 22; }
+    FormField:focus-within > Label { background: $accent; color: $text; text-style: bold; }
+    FormField:focus-within > Input, FormField:focus-within > Select {
+        background: $boost; text-style: bold;
+    }
     FormField > .error { width: 1fr; color: $error; padding-left: 1; }
     """
 
