@@ -158,7 +158,7 @@ def _x_axis(fr: Frame, w: int, x_label: str) -> str:
         label = fmt(v)
         col = fr.px(v) // 2
         start = max(col - len(label) // 2, 0)
-        if start <= last_end + 1 or start + len(label) > room:
+        if (last_end >= 0 and start <= last_end + 1) or start + len(label) > room:
             continue
         cells[start:start + len(label)] = label
         last_end = start + len(label) - 1
