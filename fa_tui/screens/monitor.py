@@ -138,8 +138,9 @@ class MonitorScreen(Screen):
         self._chart("acc", acc, "acc", label)
         loss = curve_series(events, "loss", splits, self.x_name, groups)
         finite = any(y is not None and y == y for s in loss for y in s.ys)
+        trained = any(e.get("type") == "train" for evs in events.values() for e in evs)
         self._chart("loss", loss, "loss", label, log_y=self.log_y,
-                    empty="no finite loss (diverged)" if any(s.xs for s in loss) and not finite
+                    empty="no finite loss (diverged)" if trained and not finite
                     else "no data yet")
         xs = [x for s in acc + loss for x in s.xs]
         self._extent = (min(xs), max(xs)) if xs else None
