@@ -56,6 +56,13 @@ class RunTable(DataTable):
                 self.move_cursor(row=list(new).index(current), animate=False)
         self._shown = new
 
+    def action_select_cursor(self) -> None:
+        """Enter on an empty table would do nothing: let the screen say why instead."""
+        if not self.row_count:
+            self.call_later(self.run_action, "screen.monitor")
+        else:
+            super().action_select_cursor()
+
     def toggle_mark(self, name: str) -> None:
         """Flip one run's mark; the tick column follows on the next `show`."""
         self.marked ^= {name}
