@@ -42,6 +42,7 @@ class FaApp(App[None]):
     TITLE = "fa-tui"
     MODES = {"compose": _compose_screen, "runs": RunsScreen, "monitor": _monitor_screen}
     DEFAULT_MODE = "runs"
+    IDLE_FACTOR = 4
     BINDINGS = [
         Binding("1,f2", "switch_mode('compose')", "Compose", key_display="1"),
         Binding("2,f3", "switch_mode('runs')", "Runs", key_display="2"),
@@ -74,21 +75,28 @@ class FaApp(App[None]):
     # --- the poller ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def _poll(self) -> None:
-        """Refresh the snapshot every `poll_s` (or at once after `wake()`), until the app exits.
-        Only the poster runs here; drawing happens on the UI thread when the message arrives."""
+        """Refresh the snapshot every `poll_s` (or at once after `wake()`), until the app exits;
+        while no run is queued or running, every IDLE_FACTOR × `poll_s` instead (nothing can
+        change but by another process creating a run, which then shows within 2 s), so an
+        open workbench costs next to nothing. Only the poster runs here; drawing happens on
+        the UI thread when the message arrives."""
         worker = get_current_worker()
         failures = 0
         while not worker.is_cancelled:
+            wait = self.poll_s
             try:
                 self.queue.step()
-                self.post_message(RunsUpdated(self.store.refresh(self.monitored)))
+                snapshot = self.store.refresh(self.monitored)
+                self.post_message(RunsUpdated(snapshot))
+                if not self.queue.waiting and not any(r.active for r in snapshot.rows):
+                    wait = self.poll_s * self.IDLE_FACTOR
                 failures = 0
             except OSError as e:     # a run deleted mid-poll, an unreadable directory, no fork
                 failures += 1
                 if failures == 2:    # twice in a row: not a passing race; say it once
                     self.call_from_thread(self.notify, str(e), title="Cannot read the runs",
                                           severity="warning")
-            self._wake.wait(self.poll_s)
+            self._wake.wait(wait)
             self._wake.clear()
 
     def start(self, runs: list[RunDir], jobs: int = 1, gpus: Sequence[str] = (),
@@ -106,8 +114,11 @@ class FaApp(App[None]):
 
     @on(RunsUpdated)
     def _updated(self, message: RunsUpdated) -> None:
+        same = _same(self.snapshot, message.snapshot)
         self.snapshot = message.snapshot
         self.polls += 1
+        if same:                     # nothing on any screen would change: no redraw at all
+            return
         screen = self.screen_stack[-1] if self.screen_stack else None
         if hasattr(screen, "show") and screen.is_mounted:   # else on_screen_resume shows it
             try:
@@ -185,6 +196,15 @@ class FaApp(App[None]):
                 yield SystemCommand(binding.description,
                                     f"{where}: press {self.keys_for_people(binding)}",
                                     lambda b=binding: screen.run_action(b.action))
+
+
+def _same(a: Snapshot, b: Snapshot) -> bool:
+    """Whether two snapshots show the same thing: rows (frozen, compared by value), event
+    versions, log tails and skipped-line counts. Cheap next to any redraw."""
+    return (a.rows == b.rows and a.versions == b.versions and a.skipped == b.skipped
+            and a.logs.keys() == b.logs.keys()
+            and all(len(a.logs[k]) == len(b.logs[k]) and a.logs[k][-1:] == b.logs[k][-1:]
+                    for k in a.logs))
 
 
 def run_app(runs_dir: Path) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from engine.rundir import RunDir
-from fa_tui.launch import worker_alive
 
 Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)
 
@@ -58,6 +57,7 @@ class LaunchQueue:
                     # skip a run stopped meanwhile or started elsewhere; a resumed run only if
                     # a live worker has it (a worker killed seconds ago still reads as
                     # running), so a queued run can be resumed too: it starts over
+                    from fa_tui.launch import worker_alive   # pydantic: off the start-up path
                     if (worker_alive(status) if batch.resume else status.state != "queued"):
                         continue
                     gpu = _least_loaded(batch.gpus, [g for _, g in batch.running])

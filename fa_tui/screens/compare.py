@@ -97,9 +97,9 @@ class CompareScreen(Screen):
         labels, rows = transposed(compare_table(groups, events))
         colours = run_colours([label for label, _ in groups])
         table = RichTable(box=None, padding=(0, 1), header_style="bold")
-        table.add_column("layer", style="dim")
+        table.add_column("layer", style="dim", no_wrap=True)
         for label in labels:
-            table.add_column(Text(label, colours[label]), justify="right")
+            table.add_column(Text(label, colours[label]), justify="right", no_wrap=True)
         table.add_row("", *[" · ".join(HEADERS[m] for m in COMPARE_METRICS)] * len(labels),
                       style="dim")
         for name, cells in rows:

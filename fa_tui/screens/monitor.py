@@ -65,7 +65,7 @@ class MonitorScreen(Screen):
         self.rank_as_lines = False
         self.cursor: float | None = None
         self.zooms: dict[str, float] = {}
-        self._extent: tuple[float, float] | None = None
+        self._xs: list[float] = []          # every x the curves have a point at
         self._drawn: tuple = ()
         self._snapshot = Snapshot()
 
@@ -142,8 +142,7 @@ class MonitorScreen(Screen):
         self._chart("loss", loss, "loss", label, log_y=self.log_y,
                     empty="no finite loss (diverged)" if trained and not finite
                     else "no data yet")
-        xs = [x for s in acc + loss for x in s.xs]
-        self._extent = (min(xs), max(xs)) if xs else None
+        self._xs = sorted({x for s in acc + loss for x in s.xs})
 
     def _focused(self, snapshot: Snapshot, name: str | None) -> None:
         """The per-run panels: rank heatmap, angles, log and config of the focused run."""
@@ -238,15 +237,19 @@ class MonitorScreen(Screen):
         self._redraw()
 
     def action_cursor(self, direction: int) -> None:
-        """Move the cursor by 1/40 of the x range (it appears at the right end first)."""
-        if self._extent is None:
+        """Move the cursor about 1/40 of the x range, onto an x where a curve has a point (so
+        it reads recorded values); it appears at the right end first."""
+        xs = self._xs
+        if not xs:
             self.notify("No curve yet: nothing for the cursor to read.", severity="warning")
             return
-        x0, x1 = self._extent
         if self.cursor is None:
-            self.cursor = x1
+            self.cursor = xs[-1]
         else:
-            self.cursor = min(max(self.cursor + direction * (x1 - x0) / 40, x0), x1)
+            target = self.cursor + direction * (xs[-1] - xs[0]) / 40
+            ahead = [x for x in xs if (x - self.cursor) * direction > 0]
+            if ahead:
+                self.cursor = min(ahead, key=lambda x: abs(x - target))
         self._redraw()
 
     def action_y_zoom(self, factor: float) -> None:

@@ -40,6 +40,7 @@ class RunsScreen(Screen):
         self.snapshot = Snapshot()
         self.sort_key = "started"
         self.reverse = True
+        self._detail_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -88,7 +89,9 @@ class RunsScreen(Screen):
             if row.reason:
                 detail.append(f"  {row.reason}")
             detail.append(f"\n{self.app.runs_dir / row.name}", "dim")
-        self.query_one("#detail", Static).update(detail)
+        if detail != self._detail_shown:                 # a repaint only on change
+            self._detail_shown = detail
+            self.query_one("#detail", Static).update(detail)
 
     # --- filter, marks, sort ------------------------------------------------------------------
     def action_filter(self) -> None:
