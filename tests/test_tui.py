@@ -94,7 +94,7 @@ async def test_filter_marks_and_monitor_keys(fixture_runs):
         await pilot.press("v")
         assert heat.border_title == "pr_err"
         await pilot.press("l")
-        assert app.screen.query_one("#loss", LineChart).log_y
+        assert app.screen.query_one("#loss", LineChart).options["log_y"]
         await pilot.press("escape")
         assert type(app.screen).__name__ == "RunsScreen"
 
