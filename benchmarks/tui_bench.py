@@ -101,6 +101,16 @@ def first_frame() -> tuple[float, float]:
     return float(out.split()[0]), time.perf_counter() - start
 
 
+def bytecode_cached() -> bool:
+    """Whether Textual's modules load from cached bytecode. An install by pip compiles it;
+    `uv pip install` does not unless given --compile-bytecode, and with
+    PYTHONDONTWRITEBYTECODE=1 Python never caches it, so every start compiles Textual from
+    source (about twice the first frame)."""
+    import importlib.util
+    import textual.app
+    return Path(importlib.util.cache_from_source(textual.app.__file__)).exists()
+
+
 def first_frames(n: int) -> list[float]:
     """`n` fresh interpreters' first frames (the median is what a user waits, typically)."""
     return [first_frame()[0] for _ in range(n)]
@@ -212,7 +222,10 @@ def main() -> None:
     frames = first_frames(args.frames)
     print(f"first frame: median {statistics.median(frames):.2f} s from import to mounted "
           f"screen over {len(frames)} fresh interpreters "
-          f"(min {min(frames):.2f} s, max {max(frames):.2f} s)")
+          f"(min {min(frames):.2f} s, max {max(frames):.2f} s); Textual bytecode "
+          + ("cached" if bytecode_cached() else
+             "NOT cached: compile it (python -m compileall on site-packages/textual and rich, "
+             "or uv pip install --compile-bytecode)"))
     with tempfile.TemporaryDirectory() as tmp:
         ended_runs(Path(tmp), 36)
         share, polls = asyncio.run(idle_share(Path(tmp), args.idle))
