@@ -176,3 +176,20 @@ def test_rank_lines_rule_and_bp_per_layer():
     # on the val-accuracy axis, diagnostics before the first evaluation have no x
     assert len(layer_lines(evs, "erank_err", "val_acc")[0].xs) == len(diag) - 1
     assert math.isclose(layer_lines(evs, "erank_err", "epoch")[0].xs[-1], 3.0)
+
+
+def test_throughput_and_gpu_memory_come_from_the_latest_train_event():
+    from fa_tui.core.runtable import cells, throughput
+    events = [{"type": "train", "samples_per_s": 100.0},
+              {"type": "train", "samples_per_s": 250.0, "gpu_mem_mib": 812.5},
+              {"type": "eval", "acc": 0.5}, {"type": "train", "samples_per_s": None}]
+    assert throughput(events) == (250.0, 812.5)
+    assert throughput([{"type": "train", "samples_per_s": 50.0}], (250.0, 812.5)) == (50.0, 812.5)
+    from fa_tui.core import runtable
+    row = runtable.RunRow("r", "failed", "fa", "mlp", "synthetic", "sgd", "none", 3, 10, None,
+                          None, "cpu", "RuntimeError: boom\nTraceback ...\n  line", None,
+                          speed=1234.0, gpu_mem=812.5)
+    shown = cells(row, False)
+    cols = [k for k, _ in runtable.COLUMNS]
+    assert shown[cols.index("speed")] == "1,234" and shown[cols.index("gpu_mem")] == "812"
+    assert shown[cols.index("reason")].plain == "RuntimeError: boom"

@@ -187,5 +187,7 @@ def cells(row: RunRow, marked: bool) -> list[str | Text]:
     return ["●" if marked else " ", row.name, Text(row.state, STATE_STYLE.get(row.state, "")),
             progress_bar(row.progress) if row.total else f"{row.step}", best,
             fmt_elapsed(row.elapsed), "–" if row.speed is None else f"{row.speed:,.0f}",
-            "–" if row.gpu_mem is None else f"{row.gpu_mem:,.0f}", row.rule, row.model, row.data, row.optim, row.norm,
-            row.device, Text(row.reason or "", "dim")]
+            "–" if row.gpu_mem is None else f"{row.gpu_mem:,.0f}", row.rule, row.model,
+            row.data, row.optim, row.norm, row.device,
+            # one line (a traceback's first); the detail line and Monitor show it all
+            Text((row.reason or "").split("\n", 1)[0], "dim")]
