@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +11,7 @@ import pytest
 
 from fa_tui.app import FaApp
 from fa_tui.core.store import RunStore
-from fa_tui.screens.compare import CompareScreen
 from fa_tui.screens.dialogs import ConfirmScreen
-from fa_tui.screens.export import ExportScreen
 from fa_tui.widgets.line_chart import LineChart
 from fa_tui.widgets.rank_heatmap import RankHeatmap
 from fa_tui.widgets.run_table import RunTable

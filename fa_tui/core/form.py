@@ -11,15 +11,15 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from engine.config import Config
 from engine.data_files import missing_files
-
+# the form's fields live in fa_tui.core.fields; re-exported here for the screen and the tests
 from fa_tui.core.fields import (ADVANCED_TITLE, DEVICE, FIELDS, FORM, HELP, JOBS, MAIN,  # noqa: F401
-                                 SEEDS, FieldSpec, Values)
+                                SEEDS, FieldSpec, Values)
 
 MAX_RUNS = 64           # a sweep larger than this is almost surely a typo; the CLI has no cap
 
