@@ -205,3 +205,17 @@ async def test_markup_in_dialogs_and_toasts_is_shown_as_written(tmp_path):
         await until(pilot, lambda: len(app._notifications) == 1)
         (note,) = app._notifications
         assert note.message == "unknown key [sweep] in [section]" and note.markup is False
+
+
+@sync
+async def test_monitor_keys_without_runs_say_why(tmp_path):
+    app = _app(tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.polls > 0)
+        await pilot.press("3")
+        for key in ("v", "x", "right"):
+            app._notifications.clear()
+            await pilot.press(key)
+            await until(pilot, lambda: len(app._notifications) == 1)
+            message = next(iter(app._notifications)).message
+            assert "No run on screen" in message or "No curve yet" in message

@@ -197,6 +197,9 @@ class MonitorScreen(Screen):
 
     # --- keys -----------------------------------------------------------------------------------
     def _redraw(self) -> None:
+        if not self.names:           # a key that cannot act says why
+            self.notify("No run on screen: mark runs in Runs (2, then space), then enter.",
+                        severity="warning")
         self.show(self._snapshot, force=True)
 
     def action_rank_variant(self) -> None:
@@ -218,7 +221,7 @@ class MonitorScreen(Screen):
     def action_focus_run(self, step: int) -> None:
         if self.names:
             self.focus_index = (self.focus_index + step) % len(self.names)
-            self._redraw()
+        self._redraw()
 
     def action_x_axis(self) -> None:
         self.x_index += 1

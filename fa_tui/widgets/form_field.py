@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -52,9 +53,10 @@ class FormField(Horizontal):
                              allow_blank=False, compact=True)
         else:
             control = Input(to_text(self.initial), compact=True, select_on_focus=False)
-        control.tooltip = description(self.spec.path)
+        help_text = description(self.spec.path)
+        control.tooltip = Text(help_text) if help_text else None      # never read as markup
         yield control
-        yield Static("", classes="error")
+        yield Static("", classes="error", markup=False)     # messages quote values: [1, 2]
 
     @property
     def value(self) -> Any:
