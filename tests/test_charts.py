@@ -193,3 +193,10 @@ def test_throughput_and_gpu_memory_come_from_the_latest_train_event():
     cols = [k for k, _ in runtable.COLUMNS]
     assert shown[cols.index("speed")] == "1,234" and shown[cols.index("gpu_mem")] == "812"
     assert shown[cols.index("reason")].plain == "RuntimeError: boom"
+
+
+def test_log_axis_ticks_are_decades_or_round_values():
+    wide = chart.Frame(0, 1, math.log10(0.05), math.log10(20.0), 10, 20)
+    assert chart.y_ticks(wide, 3, log_y=True) == [-1.0, 0.0, 1.0]
+    narrow = chart.Frame(0, 1, math.log10(0.9), math.log10(1.7), 10, 20)
+    assert [round(10 ** v, 9) for v in chart.y_ticks(narrow, 2, log_y=True)] == [1.0, 1.5]

@@ -167,6 +167,17 @@ def _x_axis(fr: Frame, w: int, x_label: str) -> str:
     return " " * LABEL_W + "└" + "".join(cells)
 
 
+def y_ticks(fr: Frame, n: int, log_y: bool) -> list[float]:
+    """Round y values (in plot units): on a log axis whole decades when the axis spans two
+    or more, else round values of the data (1, 1.5, 2 …) placed at their logarithm."""
+    if not log_y:
+        return ticks(fr.y0, fr.y1, n)
+    decades = [float(k) for k in range(math.ceil(fr.y0 - 1e-9), math.floor(fr.y1 + 1e-9) + 1)]
+    if len(decades) >= 3 or (len(decades) == 2 and n <= 2):
+        return decades
+    return [math.log10(v) for v in ticks(10 ** fr.y0, 10 ** fr.y1, n) if v > 0]
+
+
 def render(series: Sequence[Series], width: int, height: int, *, log_y: bool = False,
            y_range: tuple[float | None, float | None] = (None, None),
            bounds: tuple[float | None, float | None] = (None, None), zoom_by: float = 1.0,
@@ -193,7 +204,7 @@ def render(series: Sequence[Series], width: int, height: int, *, log_y: bool = F
             canvas.line([(fr.px(x), fr.py(y)) for x, y in zip(xs, ys)], s.colour)
 
     tick_rows: dict[int, float] = {}
-    for v in ticks(fr.y0, fr.y1, max(h // 2, 2)):
+    for v in y_ticks(fr, max(h // 2, 2), log_y):
         tick_rows.setdefault(fr.py(v) // 4, v)
     cursor_col = fr.px(cursor) // 2 if cursor is not None and fr.x0 <= cursor <= fr.x1 else None
     lines = []
