@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -219,3 +221,12 @@ async def test_monitor_keys_without_runs_say_why(tmp_path):
             await until(pilot, lambda: len(app._notifications) == 1)
             message = next(iter(app._notifications)).message
             assert "No run on screen" in message or "No curve yet" in message
+
+
+def test_first_frame_path_loads_neither_torch_nor_pydantic():
+    """What the Runs screen needs at start-up: pydantic arrives with Compose or a launch."""
+    code = ("import sys, fa_tui.app, fa_tui.screens.monitor, fa_tui.screens.compare\n"
+            "bad = {'torch', 'pydantic'} & set(sys.modules)\n"
+            "assert not bad, bad\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

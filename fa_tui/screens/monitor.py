@@ -14,7 +14,6 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.config import Config
 from fa_tui.core.panels import (SPLIT_MODES, angle_series, config_text, curve_series, entries,
                                 legend, rank_blocks, rank_lines, series_legend)
 from fa_tui.core.scale import fmt, unit_of
@@ -29,6 +28,7 @@ from fa_tui.widgets.rank_heatmap import RankHeatmap
 
 @cache
 def schema_defaults() -> dict:
+    from engine.config import Config      # pydantic: only when a config is first shown
     return Config().model_dump(mode="json")
 
 
