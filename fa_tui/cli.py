@@ -495,6 +495,7 @@ def export(ctx: typer.Context,
     from fa_tui.export import (ExportError, check_overwrite, curve_table, find_runs, plot as draw,
                                render, summary_table)
     try:
+        force = force or _confirm_overwrite([output, plot])
         check_overwrite([output, plot], force)
         runs = find_runs(targets, _runs_dir(ctx, runs_dir))
         if fmt is None and output is not None and output.suffix.lstrip(".") in Format.__members__:
@@ -515,6 +516,16 @@ def export(ctx: typer.Context,
         fail(str(e))
     except OSError as e:
         fail(f"{e.filename or ''}: {e.strerror or e}")
+
+
+def _confirm_overwrite(paths: list[Optional[Path]]) -> bool:
+    """At a terminal, ask before replacing existing files (default no); in a script (stdin
+    not a terminal) never ask: the caller refuses unless --force."""
+    taken = [p for p in paths if p is not None and p.exists()]
+    if not taken or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    return typer.confirm(f"{', '.join(map(str, taken))} exist{'s' if len(taken) == 1 else ''}. "
+                         "Overwrite?", default=False, err=True)
 
 
 def main() -> None:

@@ -229,3 +229,30 @@ def test_cli_plot_draws_seed_groups_as_bands(seed_runs, tmp_path):
     assert any(isinstance(c, PolyCollection) for c in acc_ax.collections)   # the ± std band
     assert any("n=3" in (line.get_label() or "") for line in acc_ax.lines)
     assert any(line.get_linestyle() == "--" for line in rank_ax.lines)      # BP reference
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_cli_export_asks_at_a_terminal(seed_runs, tmp_path, answer):
+    """With a terminal on stdin and stderr the command asks (a real pseudo-terminal)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    out = tmp_path / "table.md"
+    out.write_text("old")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fa_tui", "export",
+                             str(seed_runs / "fa-sweep-seed=0"), "-o", str(out)],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=slave,
+                            cwd=Path(__file__).resolve().parent.parent)
+    os.close(slave)
+    seen = b""
+    while b"Overwrite?" not in seen:
+        seen += os.read(master, 1024)
+    os.write(master, f"{answer}\n".encode())
+    code = proc.wait(timeout=60)
+    os.close(master)
+    if answer == "y":
+        assert code == 0 and "| run " in out.read_text()
+    else:
+        assert code == 2 and out.read_text() == "old"
