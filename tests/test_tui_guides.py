@@ -256,3 +256,25 @@ def test_cli_export_asks_at_a_terminal(seed_runs, tmp_path, answer):
         assert code == 0 and "| run " in out.read_text()
     else:
         assert code == 2 and out.read_text() == "old"
+
+
+@sync
+async def test_advanced_section_opens_from_the_keyboard(tmp_path):
+    from textual.widgets import Collapsible
+    app = _app(tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("1")
+        advanced = app.screen.query_one("#advanced", Collapsible)
+        assert advanced.collapsed
+        title = advanced.query_one("CollapsibleTitle")
+        for _ in range(80):                      # tab through the form to its title
+            if app.focused is title:
+                break
+            await pilot.press("tab")
+        assert app.focused is title
+        await pilot.press("enter")
+        assert not advanced.collapsed
+        await pilot.press("tab")
+        field = next(a for a in app.focused.ancestors_with_self if isinstance(a, FormField))
+        assert field.path not in {"rule.name", "optim.lr"} and field.display
+        assert field.spec.path in str(app.screen.query_one("#field-help").render())
