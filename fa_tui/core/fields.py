@@ -30,6 +30,7 @@ class FieldSpec:
 
 
 _ldfa = _is("rule.name", "ldfa")
+_slurm = _is("run.executor", "slurm")
 FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
     ("Rule", (
         FieldSpec("rule.name", "rule"),
@@ -80,8 +81,17 @@ FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
     ("Run", (
         FieldSpec("run.name", "name"),
         FieldSpec(SEEDS, "seeds"),
-        FieldSpec(JOBS, "parallel"),
-        FieldSpec(DEVICE, "device"))),
+        FieldSpec(JOBS, "parallel", _is("run.executor", "local")),
+        FieldSpec(DEVICE, "device"),
+        FieldSpec("run.executor", "executor"))),
+    ("SLURM", (           # run.executor = slurm: docs/cluster.md
+        FieldSpec("slurm.partition", "partition", _slurm),
+        FieldSpec("slurm.time", "time limit", _slurm),
+        FieldSpec("slurm.gpus", "GPUs per run", _slurm),
+        FieldSpec("slurm.cpus", "CPUs per run", _slurm),
+        FieldSpec("slurm.mem", "memory", _slurm),
+        FieldSpec("slurm.account", "account", _slurm),
+        FieldSpec("slurm.parallel", "array tasks at once", _slurm))),
 )
 MAIN: frozenset[str] = frozenset(f.path for _, group in FORM for f in group)
 
@@ -89,6 +99,10 @@ MAIN: frozenset[str] = frozenset(f.path for _, group in FORM for f in group)
 def _when_from_description(path: str) -> Callable[[Values], bool] | None:
     """An advanced key whose schema description starts with `muon:`, `ldfa:`, `synthetic:`,
     `step schedule:`… applies only under that choice."""
+    if path.startswith("slurm."):
+        return _slurm
+    if path.startswith("optim.muon_"):
+        return _is("optim.name", "muon")
     desc = (Config.model_fields[path.split(".")[0]].annotation
             .model_fields[path.split(".")[1]].description or "")
     prefix = desc.split(":")[0] if ":" in desc else ""
