@@ -8,7 +8,7 @@ reports. A run without summary.json (still running, or killed) is exported from 
 so no metric is lost.
 
 Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
-columns. Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
+columns, with an `x` column for the chosen x-axis (X_AXES). Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
 accuracies in percent, json and csv keep raw fractions at full precision.
 """
 from __future__ import annotations
@@ -37,7 +37,19 @@ NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.downl
 #: config sections that say where a run trained, not what: ignored like NOT_CONDITIONS
 NOT_CONDITION_SECTIONS = ("slurm.",)
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
-LAYER_METRICS = ("erank_err", "erank_err_bp", "angle_delta", "angle_grad", "angle_weight")
+#: the per-layer diagnostics that tables show, in groups (`fa-tui show` prints one table each)
+LAYER_GROUPS = {
+    "error ranks, per probe batch": ("erank_err", "erank_err_bp", "erank_err_rn",
+                                     "erank_err_rn_bp", "erank_sent", "erank_sent_bp"),
+    "trajectory ranks, over the window": ("erank_sent_traj", "erank_sent_traj_bp",
+                                          "erank_grad_traj", "erank_grad_traj_bp", "erank_disp"),
+    "angles (degrees)": ("angle_delta", "angle_grad", "angle_weight"),
+}
+LAYER_METRICS = tuple(m for group in LAYER_GROUPS.values() for m in group)
+#: what curves and plots can be drawn against: training step, epoch (fractional), wall time
+#: since the run's first event (s), or the latest validation accuracy (to compare runs at
+#: matched accuracy rather than at matched step)
+X_AXES = ("step", "epoch", "wall", "val_acc")
 CURVE_EVENTS = ("train", "eval", "diag", "test")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -203,16 +215,44 @@ def _states(states: list[str]) -> str:
 
 
 # --- curves ---------------------------------------------------------------------------------
-def curve_table(runs: Sequence[RunDir]) -> Table:
+def with_x(events: Sequence[dict], axis: str) -> list[tuple[dict, float | None]]:
+    """Every event with its x value on `axis` (X_AXES); None where it has none (before the
+    first validation for val_acc, an event without a time for wall)."""
+    if axis not in X_AXES:
+        raise ExportError(f"unknown x-axis '{axis}': expected one of {', '.join(X_AXES)}")
+    start = next((e for e in events if e.get("type") == "start"), {})
+    per_epoch = start.get("steps_per_epoch")
+    t0 = next((e["t"] for e in events if isinstance(e.get("t"), (int, float))), None)
+    val: float | None = None
+    out = []
+    for e in events:
+        if e.get("type") == "eval" and e.get("split", "val") == "val":
+            val = e.get("acc")
+        step = e.get("step")
+        if axis == "step":
+            x = step
+        elif axis == "epoch":
+            x = step / per_epoch if per_epoch and isinstance(step, (int, float)) else e.get("epoch")
+        elif axis == "wall":
+            t = e.get("t")
+            x = t - t0 if isinstance(t, (int, float)) and t0 is not None else None
+        else:
+            x = val
+        out.append((e, x))
+    return out
+
+
+def curve_table(runs: Sequence[RunDir], x: str = "step") -> Table:
     """One row per train/eval/diag/test event of every run, in order; a diag event's layers
-    become `layer.metric` columns. A resumed run reads as one uninterrupted history."""
-    table = Table(["run", "type", "step", "epoch", "t"])
+    become `layer.metric` columns, `x` is the event's value on the chosen axis (X_AXES). A
+    resumed run reads as one uninterrupted history."""
+    table = Table(["run", "type", "x", "step", "epoch", "t"])
     seen = set(table.columns)
     for run in runs:
-        for event in run.read_events():
+        for event, xv in with_x(run.read_events(), x):
             if event.get("type") not in CURVE_EVENTS:
                 continue
-            row = {"run": run.name}
+            row = {"run": run.name, "x": xv}
             for k, v in event.items():
                 if k == "layers":
                     for layer, metrics in v.items():
@@ -354,10 +394,11 @@ def _diag_curve(events: list[dict], layer: str, metric: str) -> tuple[list[float
     return [x for x, _ in pts], [y for _, y in pts]
 
 
-def plot(runs: Sequence[RunDir], path: Path, group: bool = True, x: str = "step") -> None:
-    """Accuracy (%), per-layer erank of the error signal (solid) with BP's on the same batch
-    (dashed), and per-layer angle to the BP error, against `x` (step, epoch, wall, val_acc:
-    fa_tui.core.xaxis). With `group`, runs that differ only in seed (fa_tui.core.bands) are
+def plot(runs: Sequence[RunDir], path: Path, x: str = "step", rank_metric: str = "erank_err",
+         group: bool = True) -> None:
+    """Accuracy (%), per-layer `rank_metric` (e.g. erank_sent_traj; solid) with its BP twin on
+    the same batch where one is recorded (`<metric>_bp`, dashed), and per-layer angle to the
+    BP error, against `x` (step, epoch, wall, val_acc: fa_tui.core.xaxis). With `group`, runs that differ only in seed (fa_tui.core.bands) are
     one mean line with a ± std band. One colour per run or group (per layer when there is
     one); with several, deeper layers are drawn more opaque. matplotlib is an optional
     extra, imported only here."""
@@ -416,14 +457,14 @@ def plot(runs: Sequence[RunDir], path: Path, group: bool = True, x: str = "step"
                      if len(groups) == 1 else
                      {"color": color, "alpha": 0.25 + 0.75 * depth,
                       "label": tag if j == len(names) - 1 else None})
-            for ax, metric in ((rank_ax, "erank_err"), (angle_ax, "angle_delta")):
+            for ax, metric in ((rank_ax, rank_metric), (angle_ax, "angle_delta")):
                 draw(ax, [(n, _diag_curve(events[n], layer, metric)) for n in members], **style)
             bp_style = {**style, "linestyle": "--", "label": None}
-            draw(rank_ax, [(n, _diag_curve(events[n], layer, "erank_err_bp")) for n in members],
-                 **bp_style)
+            draw(rank_ax, [(n, _diag_curve(events[n], layer, f"{rank_metric}_bp"))
+                           for n in members], **bp_style)
     xlabel = X_AXES[x]
     acc_ax.set(title="accuracy", xlabel=xlabel, ylabel="%")
-    rank_ax.set(title="effective rank of the error signal (erank_err; dashed: BP)",
+    rank_ax.set(title=f"effective rank ({rank_metric}; dashed: BP where recorded)",
                 xlabel=xlabel)
     angle_ax.set(title="angle to the BP error (angle_delta)", xlabel=xlabel, ylabel="degrees")
     for ax in (acc_ax, rank_ax, angle_ax):
