@@ -101,6 +101,48 @@ def first_frame() -> tuple[float, float]:
     return float(out.split()[0]), time.perf_counter() - start
 
 
+def bytecode_cached() -> bool:
+    """Whether Textual's modules load from cached bytecode. An install by pip compiles it;
+    `uv pip install` does not unless given --compile-bytecode, and with
+    PYTHONDONTWRITEBYTECODE=1 Python never caches it, so every start compiles Textual from
+    source (about twice the first frame)."""
+    import importlib.util
+    import textual.app
+    return Path(importlib.util.cache_from_source(textual.app.__file__)).exists()
+
+
+def first_frames(n: int) -> list[float]:
+    """`n` fresh interpreters' first frames (the median is what a user waits, typically)."""
+    return [first_frame()[0] for _ in range(n)]
+
+
+async def idle_share(root: Path, seconds: float) -> tuple[float, int]:
+    """(CPU share of the app on Runs with only ended runs, polls delivered) over `seconds`:
+    what an open workbench costs while nothing trains."""
+    from fa_tui.app import FaApp
+    from fa_tui.widgets.run_table import RunTable
+    app = FaApp(root)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.query_one(RunTable)
+        while table.row_count == 0:
+            await pilot.pause(0.1)
+        await pilot.pause(2.0)
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        return (time.process_time() - cpu) / (time.perf_counter() - wall), app.polls
+
+
+def ended_runs(root: Path, n: int) -> None:
+    """`n` finished runs (the hand-written fixtures of the tests, several times over)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from tui_fixtures import write_seed_runs
+    for k in range(max(n // 6, 1)):
+        write_seed_runs(root / f"batch-{k}")
+        for run in (root / f"batch-{k}").iterdir():
+            run.rename(root / f"{k}-{run.name}")
+        (root / f"batch-{k}").rmdir()
+
+
 def view_state(screen) -> tuple:
     """What the benchmarked keys change, on either screen."""
     names = ("sort_key", "reverse", "split_mode", "log_y", "rank_index", "angle_index",
@@ -168,14 +210,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=16)
     ap.add_argument("--rate", type=float, default=4.0, help="train events per second per run")
     ap.add_argument("--watch", type=float, default=20.0, help="seconds of CPU measurement")
+    ap.add_argument("--frames", type=int, default=5, help="first-frame measurements")
+    ap.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measurement")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="first frame and idle CPU only, no live runs")
     ap.add_argument("--writer", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.writer:
         write(Path(args.writer), args.runs, args.rate, seconds=args.watch + 120)
         return
-    mounted, process = first_frame()
-    print(f"first frame: {mounted:.2f} s from import to mounted screen "
-          f"({process:.2f} s for the whole child process, start and teardown included)")
+    frames = first_frames(args.frames)
+    print(f"first frame: median {statistics.median(frames):.2f} s from import to mounted "
+          f"screen over {len(frames)} fresh interpreters "
+          f"(min {min(frames):.2f} s, max {max(frames):.2f} s); Textual bytecode "
+          + ("cached" if bytecode_cached() else
+             "NOT cached: compile it (python -m compileall on site-packages/textual and rich, "
+             "or uv pip install --compile-bytecode)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        ended_runs(Path(tmp), 36)
+        share, polls = asyncio.run(idle_share(Path(tmp), args.idle))
+        print(f"app CPU share on Runs with 36 ended runs and no live run: {100 * share:.2f}% "
+              f"of one core over {args.idle:.0f} s ({polls} polls delivered)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.startup_only:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         writer = subprocess.Popen([sys.executable, __file__, "--writer", tmp, "--runs",
                                    str(args.runs), "--rate", str(args.rate),

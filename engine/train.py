@@ -273,6 +273,8 @@ class Trainer:
               "acc": float(self._correct) / max(seen, 1.0), "lr": self.opt.lr,
               "step_s": dt / max(self._window_steps, 1),
               "samples_per_s": seen / dt if dt > 0 else None}
+        if self.device.type == "cuda":       # what the caching allocator holds (no sync)
+            ev["gpu_mem_mib"] = torch.cuda.memory_reserved(self.device) / 2**20
         self.final_train_loss = ev["loss"]
         return ev
 

@@ -44,6 +44,7 @@ class FaApp(App[None]):
     TITLE = "fa-tui"
     MODES = {"compose": _compose_screen, "runs": RunsScreen, "monitor": _monitor_screen}
     DEFAULT_MODE = "runs"
+    IDLE_FACTOR = 4
     BINDINGS = [
         Binding("1,f2", "switch_mode('compose')", "Compose", key_display="1"),
         Binding("2,f3", "switch_mode('runs')", "Runs", key_display="2"),
@@ -76,24 +77,31 @@ class FaApp(App[None]):
     # --- the poller ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def _poll(self) -> None:
-        """Refresh the snapshot every `poll_s` (or at once after `wake()`), until the app exits.
-        Only the poster runs here; drawing happens on the UI thread when the message arrives."""
+        """Refresh the snapshot every `poll_s` (or at once after `wake()`), until the app exits;
+        while no run is queued or running, every IDLE_FACTOR × `poll_s` instead (nothing can
+        change but by another process creating a run, which then shows within 2 s), so an
+        open workbench costs next to nothing. Only the poster runs here; drawing happens on
+        the UI thread when the message arrives."""
         worker = get_current_worker()
         failures = 0
         while not worker.is_cancelled:
+            wait = self.poll_s
             try:
                 if self.polls % 10 == 0 and self.queue.batches() and \
                         self.queue.scheduler_pid() is None:      # it died: the queue goes on
                     from fa_tui.scheduler import ensure_scheduler
                     ensure_scheduler(self.runs_dir)
-                self.post_message(RunsUpdated(self.store.refresh(self.monitored)))
+                snapshot = self.store.refresh(self.monitored)
+                self.post_message(RunsUpdated(snapshot))
+                if not self.queue.batches() and not any(r.active for r in snapshot.rows):
+                    wait = self.poll_s * self.IDLE_FACTOR
                 failures = 0
             except OSError as e:     # a run deleted mid-poll, an unreadable directory, no fork
                 failures += 1
                 if failures == 2:    # twice in a row: not a passing race; say it once
                     self.call_from_thread(self.notify, str(e), title="Cannot read the runs",
                                           severity="warning")
-            self._wake.wait(self.poll_s)
+            self._wake.wait(wait)
             self._wake.clear()
 
     def start(self, runs: list[RunDir], jobs: int = 1, gpus: Sequence[str] = (),
@@ -112,14 +120,23 @@ class FaApp(App[None]):
 
     @on(RunsUpdated)
     def _updated(self, message: RunsUpdated) -> None:
+        same = _same(self.snapshot, message.snapshot)
         self.snapshot = message.snapshot
         self.polls += 1
+        if same:                     # nothing on any screen would change: no redraw at all
+            return
         screen = self.screen_stack[-1] if self.screen_stack else None
         if hasattr(screen, "show") and screen.is_mounted:   # else on_screen_resume shows it
             try:
                 screen.show(message.snapshot)
             except NoMatches:        # shutting down: the screen's widgets are already gone
                 pass
+
+    def notify(self, message: str, *, title: str = "", severity="information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A toast, never read as Rich markup: messages quote presets and paths, whose
+        `[sweep]` or `[section]` markup would swallow."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     # --- navigation ---------------------------------------------------------------------------
     @on(MonitorRuns)
@@ -131,6 +148,13 @@ class FaApp(App[None]):
         self.wake()
         self.switch_mode("monitor")
 
+    def compare(self, names: Iterable[str]) -> None:
+        """Open the comparison view on `names` (their events are then polled, as Monitor's)."""
+        from fa_tui.screens.compare import CompareScreen
+        self.monitored = tuple(names)
+        self.wake()
+        self.push_screen(CompareScreen(list(self.monitored)))
+
     @on(RunsLaunched)
     def _launched(self, message: RunsLaunched) -> None:
         waiting = len(self.queue.waiting())
@@ -141,6 +165,7 @@ class FaApp(App[None]):
         self.switch_mode("runs")
 
     def action_help(self) -> None:
+        from fa_tui.screens.compare import CompareScreen
         from fa_tui.screens.compose import ComposeScreen
         from fa_tui.screens.dialogs import ConfirmScreen
         from fa_tui.screens.export import ExportScreen
@@ -148,6 +173,7 @@ class FaApp(App[None]):
         from fa_tui.screens.monitor import MonitorScreen
         sections = {"Everywhere": self.BINDINGS, "Compose": ComposeScreen.BINDINGS,
                     "Runs": RunsScreen.BINDINGS, "Monitor": MonitorScreen.BINDINGS,
+                    "Compare": CompareScreen.BINDINGS,
                     "Confirmation": ConfirmScreen.BINDINGS, "Export": ExportScreen.BINDINGS}
         self.push_screen(HelpScreen(sections))
 
@@ -177,22 +203,43 @@ class FaApp(App[None]):
         self.notify(f"{text} at a time for {changed} waiting launch(es)")
         self.wake()
 
+    def keys_for_people(self, binding: Binding) -> str:
+        """`/`, `d or delete`, `ctrl+l`: how a binding's keys are written on a keyboard."""
+        if binding.key_display:
+            return binding.key_display
+        return " or ".join(self.get_key_display(Binding(k.strip(), binding.action))
+                           for k in binding.key.split(","))
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """Textual's own entries (theme, screenshot, quit — not its key panel: Help lists every
+        key), the screens, Help, and the current screen's actions with their keys."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":
+                yield command
         for mode, what in (("compose", "compose and launch runs or sweeps"),
                            ("runs", "every run in the runs directory"),
                            ("monitor", "live curves, ranks and angles of the chosen runs")):
-            yield SystemCommand(mode.title(), f"Show {mode}: {what}",
+            yield SystemCommand(f"Go to {mode.title()}", f"The {mode} screen: {what}",
                                 lambda mode=mode: self.switch_mode(mode))
-        yield SystemCommand("Help", "List every key", self.action_help)
+        yield SystemCommand("Help", "Every key of every screen (also ? or F1)", self.action_help)
         yield SystemCommand("Queue: runs at a time",
                             "Change how many runs of the waiting launches run at once",
                             self.action_queue_jobs)
+        where = type(screen).__name__.removesuffix("Screen")
         for binding in getattr(screen, "BINDINGS", []):
             if isinstance(binding, Binding) and binding.show and binding.description:
-                yield SystemCommand(binding.description, f"{binding.key_display or binding.key}"
-                                    f" on this screen",
+                yield SystemCommand(binding.description,
+                                    f"{where}: press {self.keys_for_people(binding)}",
                                     lambda b=binding: screen.run_action(b.action))
+
+
+def _same(a: Snapshot, b: Snapshot) -> bool:
+    """Whether two snapshots show the same thing: rows (frozen, compared by value), event
+    versions, log tails and skipped-line counts. Cheap next to any redraw."""
+    return (a.rows == b.rows and a.versions == b.versions and a.skipped == b.skipped
+            and a.logs.keys() == b.logs.keys()
+            and all(len(a.logs[k]) == len(b.logs[k]) and a.logs[k][-1:] == b.logs[k][-1:]
+                    for k in a.logs))
 
 
 def run_app(runs_dir: Path) -> None:

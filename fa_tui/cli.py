@@ -717,10 +717,15 @@ def export(ctx: typer.Context,
            ] = True,
            layers: Annotated[bool, typer.Option(
                "--layers/--no-layers", help="Per-layer diagnostics columns.")] = True,
+           force: Annotated[bool, typer.Option(
+               "--force", help="Overwrite an existing output or plot file.")] = False,
            runs_dir: RunsDirOpt = None) -> None:
     """Export runs as a table (json, csv, md, tex), per-step curves, or a plot."""
-    from fa_tui.export import ExportError, curve_table, find_runs, plot as draw, render, summary_table
+    from fa_tui.export import (ExportError, check_overwrite, curve_table, find_runs, plot as draw,
+                               render, summary_table)
     try:
+        force = force or _confirm_overwrite([output, plot])
+        check_overwrite([output, plot], force)
         runs = find_runs(targets, _runs_dir(ctx, runs_dir))
         if fmt is None and output is not None and output.suffix.lstrip(".") in Format.__members__:
             fmt = Format(output.suffix.lstrip("."))
@@ -735,12 +740,22 @@ def export(ctx: typer.Context,
                 write_atomic(output, text)        # a full disk leaves no 0-byte file
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:
-            draw(runs, plot, x.value, rank)
+            draw(runs, plot, group=group, x=x.value, rank_metric=rank)
             err.print(f"wrote {plot}")
     except ExportError as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {e.filename or output or plot}: {e.strerror or e}")
+
+
+def _confirm_overwrite(paths: list[Optional[Path]]) -> bool:
+    """At a terminal, ask before replacing existing files (default no); in a script (stdin
+    not a terminal) never ask: the caller refuses unless --force."""
+    taken = [p for p in paths if p is not None and p.exists()]
+    if not taken or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    return typer.confirm(f"{', '.join(map(str, taken))} exist{'s' if len(taken) == 1 else ''}. "
+                         "Overwrite?", default=False, err=True)
 
 
 def main() -> None:

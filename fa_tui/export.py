@@ -385,59 +385,88 @@ def _tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
 
 
-# --- plot -----------------------------------------------------------------------------------
-def plot(runs: Sequence[RunDir], path: Path, x: str = "step",
-         rank_metric: str = "erank_err") -> None:
-    """Accuracy, per-layer erank (`rank_metric`, e.g. erank_sent_traj) and per-layer angle to
-    the BP error against `x` (X_AXES), one colour per run (per layer when there is one run;
-    else deeper layers are drawn more opaque). matplotlib is an optional extra, imported only
-    here."""
-    if x not in X_AXES:
-        raise ExportError(f"unknown x-axis '{x}': expected one of {', '.join(X_AXES)}")
+# --- plot ---------------------------------------------------------------------------------
+def _diag_curve(events: list[dict], layer: str, metric: str) -> tuple[list[float], list[float]]:
+    pts = [(e["step"], (e.get("layers") or {}).get(layer, {}).get(metric))
+           for e in events if e.get("type") == "diag" and isinstance(e.get("step"), (int, float))
+           and isinstance((e.get("layers") or {}).get(layer), dict)]
+    pts = [(x, y) for x, y in pts if isinstance(y, (int, float))]
+    return [x for x, _ in pts], [y for _, y in pts]
+
+
+def plot(runs: Sequence[RunDir], path: Path, x: str = "step", rank_metric: str = "erank_err",
+         group: bool = True) -> None:
+    """Accuracy (%), per-layer `rank_metric` (e.g. erank_sent_traj; solid) with its BP twin on
+    the same batch where one is recorded (`<metric>_bp`, dashed), and per-layer angle to the
+    BP error, against `x` (step, epoch, wall, val_acc: fa_tui.core.xaxis). With `group`, runs that differ only in seed (fa_tui.core.bands) are
+    one mean line with a ± std band. One colour per run or group (per layer when there is
+    one); with several, deeper layers are drawn more opaque. matplotlib is an optional
+    extra, imported only here."""
+    from fa_tui.core.bands import band, seed_groups
+    from fa_tui.core.xaxis import X_AXES, remap, x_axis
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ExportError(f"--plot {path}: the file name must end in "
                           f"{', '.join(PLOT_SUFFIXES)}")
+    if x not in X_AXES:
+        raise ExportError(f"unknown x axis '{x}': expected one of {', '.join(X_AXES)}")
     try:
         import matplotlib
         from matplotlib.figure import Figure
     except ImportError:
         raise ExportError("--plot needs matplotlib, an optional extra: "
                           "pip install 'fa-tui[plot]'") from None
+    events = {run.name: run.read_events() for run in runs}
+    configs = {}
+    for run in runs:
+        try:
+            configs[run.name] = run.read_config()
+        except (OSError, tomllib.TOMLDecodeError):
+            configs[run.name] = {"run": {"name": run.name}}
+    groups = seed_groups(configs) if group else [(r.name, [r.name]) for r in runs]
+    axes = {name: x_axis(evs, x) for name, evs in events.items()}
+
+    def draw(ax, curves, scale=1.0, **style):
+        curves = [remap(xs, [scale * y for y in ys], axes[n]) for n, (xs, ys) in curves]
+        curves = [c for c in curves if c[0]]
+        if not curves:
+            return
+        if len(curves) == 1:
+            ax.plot(*curves[0], **style)
+            return
+        b = band(curves)
+        ax.plot(b.xs, b.mean, **style)
+        ax.fill_between(b.xs, b.lo, b.hi, color=style.get("color"), alpha=0.18, linewidth=0)
+
     fig = Figure(figsize=(15, 4.5), layout="constrained")
     acc_ax, rank_ax, angle_ax = fig.subplots(1, 3)
     run_colors = matplotlib.colormaps["tab10"]
     layer_colors = matplotlib.colormaps["viridis"]
-    for i, run in enumerate(runs):
-        events = with_x(run.read_events(), x)
+    for i, (label, members) in enumerate(groups):
         color = run_colors(i % 10)
-        for etype, style in (("eval", {"marker": ".", "label": f"{run.name} val"}),
-                             ("train", {"alpha": 0.5, "linestyle": ":",
-                                        "label": f"{run.name} train"})):
-            pts = [(xv, 100 * e["acc"]) for e, xv in events if e.get("type") == etype
-                   and xv is not None and isinstance(e.get("acc"), (int, float))
-                   and e.get("split", "val") == "val"]
-            if pts:
-                acc_ax.plot(*zip(*pts), color=color, **style)
-        diags = [(e, xv) for e, xv in events if e.get("type") == "diag" and xv is not None]
-        names = list(dict.fromkeys(n for e, _ in diags for n in e.get("layers", {})))
-        for j, name in enumerate(names):
+        tag = f"{label} (n={len(members)}, mean ± std)" if len(members) > 1 else label
+        draw(acc_ax, [(n, iter_metric(events[n], "eval", "acc")) for n in members], 100.0,
+             color=color, marker=".", label=f"{tag} val")
+        draw(acc_ax, [(n, iter_metric(events[n], "train", "acc")) for n in members], 100.0,
+             color=color, alpha=0.5, linestyle=":", label=f"{label} train")
+        names = list(dict.fromkeys(name for n in members for e in events[n]
+                                   if e.get("type") == "diag" for name in (e.get("layers") or {})))
+        for j, layer in enumerate(names):
             depth = (j + 1) / len(names)
-            style = ({"color": layer_colors(j / max(len(names) - 1, 1)), "label": name}
-                     if len(runs) == 1 else
+            style = ({"color": layer_colors(j / max(len(names) - 1, 1)), "label": layer}
+                     if len(groups) == 1 else
                      {"color": color, "alpha": 0.25 + 0.75 * depth,
-                      "label": run.name if j == len(names) - 1 else None})
+                      "label": tag if j == len(names) - 1 else None})
             for ax, metric in ((rank_ax, rank_metric), (angle_ax, "angle_delta")):
-                pts = [(xv, e["layers"][name].get(metric)) for e, xv in diags
-                       if name in e.get("layers", {})]
-                pts = [(x, y) for x, y in pts if y is not None]
-                if pts:
-                    ax.plot(*zip(*pts), **style)
-    label = {"step": "step", "epoch": "epoch", "wall": "wall time (s)",
-             "val_acc": "validation accuracy (fraction)"}[x]
-    acc_ax.set(title="accuracy", xlabel=label, ylabel="%")
-    rank_ax.set(title=f"effective rank ({rank_metric})", xlabel=label)
-    angle_ax.set(title="angle to the BP error (angle_delta)", xlabel=label, ylabel="degrees")
+                draw(ax, [(n, _diag_curve(events[n], layer, metric)) for n in members], **style)
+            bp_style = {**style, "linestyle": "--", "label": None}
+            draw(rank_ax, [(n, _diag_curve(events[n], layer, f"{rank_metric}_bp"))
+                           for n in members], **bp_style)
+    xlabel = X_AXES[x]
+    acc_ax.set(title="accuracy", xlabel=xlabel, ylabel="%")
+    rank_ax.set(title=f"effective rank ({rank_metric}; dashed: BP where recorded)",
+                xlabel=xlabel)
+    angle_ax.set(title="angle to the BP error (angle_delta)", xlabel=xlabel, ylabel="degrees")
     for ax in (acc_ax, rank_ax, angle_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -446,3 +475,24 @@ def plot(runs: Sequence[RunDir], path: Path, x: str = "step",
     buf = io.BytesIO()          # rendered in memory, then written atomically: no partial file
     fig.savefig(buf, dpi=150, format=Path(path).suffix.lstrip(".") or "png")
     write_atomic(path, buf.getvalue())
+
+
+def free_name(path: Path) -> Path:
+    """`path`, or `stem-2.suffix`, `stem-3.suffix`… : the first name not taken."""
+    path = Path(path)
+    k = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        k += 1
+    return candidate
+
+
+def check_overwrite(paths: Iterable[Path], force: bool) -> None:
+    """Refuse to replace an existing file unless `force`: an export never silently
+    overwrites a table or figure that may already be in a paper's folder."""
+    taken = [str(p) for p in paths if p is not None and Path(p).exists()]
+    if taken and not force:
+        raise ExportError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}: "
+                          f"pass --force to overwrite, or choose another name (e.g. "
+                          f"{free_name(Path(taken[0]))})")

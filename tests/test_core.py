@@ -101,7 +101,10 @@ def test_chart_fits_its_box_and_draws_every_series():
     colours = {str(span.style.color.name) for line in lines for span in line.spans
                if isinstance(span.style, Style) and span.style.color}
     assert {"#ff0000", "#00ff00"} <= colours
-    assert lines[-1].plain.strip().startswith("└0") and lines[-1].plain.endswith("499")
+    axis = lines[-1].plain
+    assert axis.strip().startswith("└0") and axis.split()[1:] == ["200", "400"]
+    # each round value sits at its own column: x = 400 of [0, 499] over 2*32 pixels
+    assert axis.index("400") + 1 == chart.LABEL_W + 1 + round(400 / 499 * 63) // 2
 
 
 def test_chart_log_axis_drops_non_positive_and_labels_decades():
@@ -174,7 +177,11 @@ def test_rows_from_fixture_run_directories(tmp_path):
         "usf-mlp": "failed", "frsf-mlp": "queued"}
     assert rows["dfa-mlp"].reason == "non-finite loss at step 17"
     assert rows["ldfa-cnn"].elapsed == NOW - (T0 + 120)          # live: from the clock
-    assert rows["fa-mlp"].elapsed == 120.0                        # ended: from summary.json
+    # ended: from its start to its final status (the same clock as live), not summary.json's
+    # training time, so the figure never jumps backwards when a run ends
+    assert rows["fa-mlp"].elapsed == (T0 + 100) - (T0 + 60)
+    # diverged: progress stops where the loss went bad (status.step 20 counts NaN steps)
+    assert rows["dfa-mlp"].step == 17 and rows["dfa-mlp"].total == 30
     assert rows["ldfa-cnn"].rule == "ldfa r10 oja" and rows["ldfa-cnn"].progress == 0.5
     assert rows["ldfa-cnn"].best_val == pytest.approx(0.1 + 0.7 * (1 - math.exp(-2.5 * 0.7 / 3)))
     assert rows["frsf-mlp"].best_val is None

@@ -71,6 +71,9 @@ def test_every_rule_trains_every_model_on_the_gpu(model, rule):
     assert start["routing"]["muon"] and start["routing"]["adamw"]
     trains = [e for e in events if e["type"] == "train"]
     assert trains and finite(e["loss"] for e in trains)
+    # the Runs table's GPU memory column: what the caching allocator holds, in MiB
+    assert all(0 < e["gpu_mem_mib"] <= torch.cuda.get_device_properties(0).total_memory / 2**20
+               for e in trains)
     diags = [e for e in events if e["type"] == "diag"]
     assert len(diags) == 1 + tr.total_steps // 2
     for d in diags:

@@ -10,7 +10,7 @@ import pytest
 from pytest_textual_snapshot import SVGImageExtension
 
 from fa_tui.app import FaApp
-from tui_fixtures import NOW, write_fixture_runs
+from tui_fixtures import NOW, write_fixture_runs, write_seed_runs
 
 # pytest-textual-snapshot 1.0 names its extension with syrupy's old attribute; syrupy 7 reads
 # `file_extension` and would store `.raw` files. Keep them `.svg` whatever the versions, so
@@ -25,6 +25,19 @@ def app(tmp_path, monkeypatch) -> FaApp:
     monkeypatch.delenv("NO_COLOR", raising=False)
     write_fixture_runs(Path("runs"))
     return FaApp(Path("runs"), clock=lambda: NOW)
+
+
+@pytest.fixture
+def seed_app(tmp_path, monkeypatch) -> FaApp:
+    """The app on two sweeps over three seeds (fa and bp) next to the fixture runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    write_fixture_runs(Path("runs"))
+    write_seed_runs(Path("runs"))
+    return FaApp(Path("runs"), clock=lambda: NOW)
+
+
+SWEEPS = [f"{rule}-sweep-seed={s}" for rule in ("fa", "bp") for s in range(3)]
 
 
 async def _loaded(pilot) -> None:
@@ -85,3 +98,36 @@ def test_delete_confirmation(app, snap_compare):
         await _loaded(pilot)
         await pilot.press("down", "d")            # dfa-mlp, which has ended
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_monitor_with_seed_bands(seed_app, snap_compare, size):
+    async def before(pilot):
+        await _loaded(pilot)
+        seed_app.monitor(SWEEPS)
+        await _loaded(pilot)
+        await pilot.press("h", "left", "left", "left")      # rank lines, cursor on
+    assert snap_compare(seed_app, terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_compare_view(seed_app, snap_compare, size):
+    async def before(pilot):
+        await _loaded(pilot)
+        seed_app.compare([*SWEEPS, "dfa-mlp"])
+        await _loaded(pilot)
+    assert snap_compare(seed_app, terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_compose_with_help(app, snap_compare, size):
+    async def before(pilot):
+        await _loaded(pilot)
+        await pilot.press("1")
+        screen = app.screen
+        screen.query_one("#field-optim-name").value = "muon"
+        await pilot.pause()
+        screen.query_one("#field-optim-muon_momentum").query_one("Input").focus()
+        await pilot.pause()
+        screen.query_one("#field-optim-muon_momentum").query_one("Input").cursor_blink = False
+    assert snap_compare(app, terminal_size=size, run_before=before)

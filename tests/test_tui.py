@@ -94,7 +94,7 @@ async def test_filter_marks_and_monitor_keys(fixture_runs):
         await pilot.press("v")
         assert heat.border_title == "pr_err"
         await pilot.press("l")
-        assert app.screen.query_one("#loss", LineChart).log_y
+        assert app.screen.query_one("#loss", LineChart).options["log_y"]
         await pilot.press("escape")
         assert type(app.screen).__name__ == "RunsScreen"
 
@@ -181,7 +181,8 @@ async def test_help_lists_every_key_and_palette_has_the_screens(tmp_path):
             assert binding.description in text
         await pilot.press("escape")
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        assert {"Compose", "Runs", "Monitor", "Help", "Stop", "Export"} <= titles
+        assert {"Go to Compose", "Go to Runs", "Go to Monitor", "Help", "Stop",
+                "Export"} <= titles
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ NOW = T0 + 3600.0
 LAYERS = ("fc1", "fc2", "head")
 
 
-def _config(name: str, rule: str, model: dict, optim: str = "sgd", **rule_kw) -> dict:
+def _config(name: str, rule: str, model: dict, optim: str = "sgd", seed: int = 0,
+            **rule_kw) -> dict:
     cfg = Config.model_validate({
-        "run": {"name": name, "device": "cpu"}, "rule": {"name": rule, **rule_kw},
+        "run": {"name": name, "device": "cpu", "seed": seed}, "rule": {"name": rule, **rule_kw},
         "model": model, "optim": {"name": optim, "lr": 0.05},
         "data": {"name": "synthetic", "shape": [1, 8, 8] if model["name"] == "cnn" else [32],
                  "train_size": 1024, "val_size": 128},     # a cnn needs C×H×W input
@@ -33,6 +34,7 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
     forms: bp learns faster than the other rules; the rule's error rank collapses with depth
     at rate `collapse` while BP's stays high; angles to BP fall as training goes on."""
     bp = cfg["rule"]["name"] == "bp"
+    jitter = 0.03 * cfg["run"].get("seed", 0)      # seeds of one condition differ a little
     out = [{"type": "start", "config": cfg, "device": "cpu", "host": "fixture", "pid": 1,
             "params": 4242, "steps_per_epoch": 10, "total_steps": 30,
             "layers": [{"name": n, "kind": "Linear", "shape": [16, 16]} for n in LAYERS]}]
@@ -40,7 +42,7 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
         f = step / 30 * (1.0 if bp else 0.7)
         out.append({"type": "train", "step": step, "epoch": step // 10,
                     "loss": 2.3 * math.exp(-2 * f) + 0.05 * math.sin(step),
-                    "acc": 0.1 + 0.8 * (1 - math.exp(-3 * f)), "lr": 0.05, "step_s": 0.01,
+                    "acc": 0.1 + 0.8 * (1 - math.exp(-3 * f)) - jitter, "lr": 0.05, "step_s": 0.01,
                     "samples_per_s": 3200.0})
         layers = {}
         for i, name in enumerate(LAYERS):
@@ -56,7 +58,7 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
         if step % 10 == 0:
             out.append({"type": "eval", "step": step, "epoch": step // 10, "split": "val",
                         "loss": 2.0 * math.exp(-1.5 * f) + 0.1,
-                        "acc": 0.1 + 0.7 * (1 - math.exp(-2.5 * f))})
+                        "acc": 0.1 + 0.7 * (1 - math.exp(-2.5 * f)) - jitter})
             out.append({"type": "epoch", "step": step, "epoch": step // 10, "wall_s": 4.0 * step})
     if end == "done":
         out.append({"type": "test", "step": steps, "loss": 0.6, "acc": 0.71})
@@ -114,3 +116,17 @@ def write_fixture_runs(root: Path) -> list[str]:
         path = write_run(root, name, cfg, state, steps, started=T0 + 60 * i, **kw)
         os.utime(path / "config.toml", (T0 + 60 * i, T0 + 60 * i))
     return [s[0] for s in specs]
+
+
+def write_seed_runs(root: Path, seeds: int = 3) -> list[str]:
+    """A sweep over seeds of fa and of bp (`fa-sweep-seed=N`, `bp-sweep-seed=N`): two
+    conditions of `seeds` runs each, whose curves differ by a seed-dependent offset."""
+    mlp = {"name": "mlp", "width": 64, "depth": 2}
+    names = []
+    for r, rule in enumerate(("fa", "bp")):
+        for seed in range(seeds):
+            name = f"{rule}-sweep-seed={seed}"
+            write_run(root, name, _config(name, rule, mlp, seed=seed), "done", 30,
+                      started=T0 + 600 + 60 * (r * seeds + seed))
+            names.append(name)
+    return names

@@ -11,94 +11,17 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from engine.config import Config
 from engine.data_files import find_files, missing_files, reachable
+# the form's fields live in fa_tui.core.fields; re-exported here for the screen and the tests
+from fa_tui.core.fields import (ADVANCED_TITLE, DEVICE, FIELDS, FORM, HELP, JOBS, MAIN,  # noqa: F401
+                                SEEDS, FieldSpec, Values)
 
-Values = Mapping[str, Any]
 MAX_RUNS = 64           # a sweep larger than this is almost surely a typo; the CLI has no cap
-SEEDS = "seeds"         # not Config paths: the seeds of a sweep (they set run.seed) and how
-JOBS = "jobs"           # many of its runs may train at the same time
-DEVICE = "run.device"
-
-
-def _is(path: str, *names: str) -> Callable[[Values], bool]:
-    return lambda v: v.get(path) in names
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    path: str
-    label: str
-    when: Callable[[Values], bool] | None = None
-
-    def visible(self, values: Values) -> bool:
-        return self.when is None or self.when(values)
-
-
-_ldfa = _is("rule.name", "ldfa")
-_slurm = _is("run.executor", "slurm")
-FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
-    ("Rule", (
-        FieldSpec("rule.name", "rule"),
-        FieldSpec("rule.rank", "rank", _ldfa),
-        FieldSpec("rule.adapt", "adapt", _ldfa),
-        FieldSpec("rule.feedback_lr", "feedback lr",
-                  lambda v: _ldfa(v) and v.get("rule.adapt") != "fixed"),
-        FieldSpec("rule.feedback_norm", "feedback norm", _is("rule.name", "dfa")),
-        FieldSpec("rule.init", "feedback init", lambda v: v.get("rule.name") != "bp"),
-        FieldSpec("rule.scale", "feedback scale", lambda v: v.get("rule.name") != "bp"),
-        FieldSpec("norm.name", "norm"))),
-    ("Optimiser", (
-        FieldSpec("optim.name", "optimiser"),
-        FieldSpec("optim.lr", "lr"),
-        FieldSpec("optim.momentum", "momentum", _is("optim.name", "sgd", "muon")),
-        FieldSpec("optim.nesterov", "nesterov", _is("optim.name", "sgd")),
-        FieldSpec("optim.adamw_lr", "adamw lr", _is("optim.name", "muon")),
-        FieldSpec("optim.weight_decay", "weight decay"),
-        FieldSpec("optim.schedule", "schedule"))),
-    ("Model", (
-        FieldSpec("model.name", "model"),
-        FieldSpec("model.width", "width", _is("model.name", "mlp", "vit")),
-        FieldSpec("model.depth", "depth", _is("model.name", "mlp", "vit")),
-        FieldSpec("model.bottleneck", "bottleneck", _is("model.name", "mlp")),
-        FieldSpec("model.widths", "widths", _is("model.name", "cnn")),
-        FieldSpec("model.patch", "patch", _is("model.name", "vit")),
-        FieldSpec("model.heads", "heads", _is("model.name", "vit")),
-        FieldSpec("model.activation", "activation", _is("model.name", "mlp", "cnn")))),
-    ("Data", (
-        FieldSpec("data.name", "dataset"),
-        FieldSpec("data.shape", "input shape", _is("data.name", "synthetic")),
-        FieldSpec("data.classes", "classes", _is("data.name", "synthetic")),
-        FieldSpec("data.train_size", "train size", _is("data.name", "synthetic")),
-        FieldSpec("data.test_size", "test size", _is("data.name", "synthetic")),
-        FieldSpec("data.val_size", "val size"),
-        FieldSpec("data.subset", "class subset", lambda v: v.get("data.name") != "synthetic"),
-        FieldSpec("data.augment", "augment", _is("data.name", "cifar10", "cifar100")))),
-    ("Training", (
-        FieldSpec("train.epochs", "epochs"),
-        FieldSpec("train.batch_size", "batch size"),
-        FieldSpec("metrics.every", "diag every"),
-        FieldSpec("metrics.probe_size", "probe size"))),
-    ("Run", (
-        FieldSpec("run.name", "name"),
-        FieldSpec(SEEDS, "seeds"),
-        FieldSpec(JOBS, "parallel", _is("run.executor", "local")),
-        FieldSpec(DEVICE, "device"),
-        FieldSpec("run.executor", "executor"))),
-    ("SLURM", (           # run.executor = slurm: docs/cluster.md
-        FieldSpec("slurm.partition", "partition", _slurm),
-        FieldSpec("slurm.time", "time limit", _slurm),
-        FieldSpec("slurm.gpus", "GPUs per run", _slurm),
-        FieldSpec("slurm.cpus", "CPUs per run", _slurm),
-        FieldSpec("slurm.mem", "memory", _slurm),
-        FieldSpec("slurm.account", "account", _slurm),
-        FieldSpec("slurm.parallel", "array tasks at once", _slurm))),
-)
-FIELDS: dict[str, FieldSpec] = {f.path: f for _, group in FORM for f in group}
 
 
 # --- the schema, introspected ----------------------------------------------------------------
@@ -150,7 +73,13 @@ def description(path: str) -> str | None:
         return "one seed, a list (0, 1, 2) or a range (0-4): one run per seed"
     if path == JOBS:
         return "runs of the sweep that train at the same time; the others wait, queued"
-    return field_info(path).description
+    return field_info(path).description or HELP.get(path)
+
+
+def applies(path: str, values: Values) -> bool:
+    """Whether a key means anything under the current choices (its field would be shown)."""
+    spec = FIELDS.get(path)
+    return spec is None or spec.visible(values)
 
 
 def device_choices() -> tuple[str, ...]:
@@ -227,15 +156,28 @@ class Composition:
     axes: dict[str, list[Any]] = field(default_factory=dict)  # swept paths -> typed values
     jobs: int = 1
 
-    def preset(self) -> dict[str, Any]:
+    def preset(self, values: Values | None = None) -> dict[str, Any]:
         """The composition as a preset document: the first config, with every swept key
-        moved into a [sweep] table (seeds as `seeds`), which load_preset expands back."""
+        moved into a [sweep] table (seeds as `seeds`), which load_preset expands back. With
+        the form's `values`, only keys that apply to its choices are written (no `rank` for
+        fa, no `widths` for an mlp), and advanced keys only where they differ from the
+        default: a preset that says what the experiment is."""
         doc = self.configs[0].model_dump(mode="json", exclude_none=True)
+        if values is not None:
+            defaults = Config().model_dump(mode="json")
+            for section in list(doc):
+                for key in list(doc[section]):
+                    path = f"{section}.{key}"
+                    if not applies(path, values) or (
+                            path not in MAIN and doc[section][key] == defaults[section].get(key)):
+                        del doc[section][key]
+                if not doc[section]:
+                    del doc[section]
         sweep = {}
         for path, values in self.axes.items():
             key = "run.seed" if path == SEEDS else path
             section, name = key.split(".")
-            doc[section].pop(name, None)
+            doc.get(section, {}).pop(name, None)
             sweep["seeds" if path == SEEDS else path] = values
         return {**doc, "sweep": sweep} if sweep else doc
 

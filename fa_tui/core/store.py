@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from engine.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
-from fa_tui.core.runtable import RunRow, best_val_acc, build_row
+from fa_tui.core.runtable import RunRow, best_val_acc, build_row, throughput
 from fa_tui.core.slurmq import QueueCache, live, slurm_jobs
 
 
@@ -28,6 +28,7 @@ class _Entry:
     summary: dict | None = None
     log: EventLog | None = None
     best_val: float | None = None
+    speed: tuple[float | None, float | None] = (None, None)   # samples/s, GPU MiB
     version: int = 0
     copied: int = -1
     events: list[dict] = field(default_factory=list)
@@ -37,7 +38,8 @@ class _Entry:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the UI draws. `events`, `versions` and `logs` cover the watched runs only;
+    """What the UI draws. `events`, `versions` and `logs` cover the watched runs only
+    (`configs` every run);
     a version changes exactly when that run's event list did."""
     rows: tuple[RunRow, ...] = ()
     events: dict[str, list[dict]] = field(default_factory=dict)
@@ -87,7 +89,9 @@ class RunStore:
         if changed or entry.status.active:
             entry.status_key = key
             entry.status = entry.run.read_status()
-            if not entry.status.active and (changed or entry.summary is None):
+            if entry.status.active:
+                entry.summary = None             # an earlier attempt's, after a resume
+            elif changed or entry.summary is None:
                 entry.summary = entry.run.read_summary()
         if entry.status.active or watched or changed:
             if entry.log is None:
@@ -96,9 +100,11 @@ class RunStore:
             new = entry.log.poll()
             if entry.log.events is not before:     # a resume dropped superseded events
                 entry.best_val = best_val_acc(entry.log.events)
+                entry.speed = throughput(entry.log.events)
                 entry.version += 1
             elif new:
                 entry.best_val = best_val_acc(new, entry.best_val)
+                entry.speed = throughput(new, entry.speed)
                 entry.version += 1
 
     def _watched(self, entry: _Entry) -> tuple[list[dict], list[str]]:
@@ -126,11 +132,11 @@ class RunStore:
         for run, entry in zip(runs, entries):
             watched = run.name in watch
             rows.append(build_row(run.name, live(entry.status, queue), entry.config,
-                                  entry.summary, entry.best_val, now))
+                                  entry.summary, entry.best_val, now, *entry.speed))
+            configs[run.name] = entry.config             # every run's: seed grouping needs it
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)
                 versions[run.name] = entry.version
-                configs[run.name] = entry.config
                 skipped[run.name] = entry.log.skipped
         for gone in self._entries.keys() - {r.name for r in runs}:
             del self._entries[gone]

@@ -11,11 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Static
+from textual.widgets import Button, Collapsible, Footer, Header, Static
 
 from engine.config import Config
-from fa_tui.core.form import (DEVICE, FORM, JOBS, SEEDS, Composition, compose, default_values,
-                              device_choices, flatten, kind, to_text)
+from fa_tui.core.form import (ADVANCED_TITLE, DEVICE, FORM, JOBS, SEEDS, Composition, choices,
+                              compose, default_values, description, device_choices, flatten,
+                              kind, to_text)
 from fa_tui.launch import create_run
 from fa_tui.presets import PresetError, describe, load_plan, save_preset, shipped_presets
 from fa_tui.screens.dialogs import PresetPicker, PromptScreen
@@ -53,11 +54,19 @@ class ComposeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll(id="form"):
-            for title, group in FORM:
-                yield Static(title, classes="section", name=title)
-                for spec in group:
-                    yield FormField(spec, self.values[spec.path])
+        with Horizontal(id="compose-body"):
+            with VerticalScroll(id="form"):
+                for title, group in FORM:
+                    if title == ADVANCED_TITLE:
+                        with Collapsible(title="Advanced: every other key of the schema",
+                                         collapsed=True, id="advanced"):
+                            for spec in group:
+                                yield FormField(spec, self.values[spec.path])
+                        continue
+                    yield Static(title, classes="section", name=title)
+                    for spec in group:
+                        yield FormField(spec, self.values[spec.path])
+            yield Static(id="field-help")
         yield Static(id="plan")
         with Horizontal(id="actions"):
             yield Button("Launch  ^l", id="launch", variant="primary", compact=True)
@@ -68,7 +77,35 @@ class ComposeScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"new runs go to {self.app.runs_dir}"
         self._update()
+        first = self.query(FormField).first()
+        first.query_one("Input, Select").focus()     # enter and typing act at once
+        self._help(first)
 
+    def on_descendant_focus(self, event) -> None:
+        field = next((w for w in event.widget.ancestors_with_self if isinstance(w, FormField)),
+                     None)
+        if field is not None:
+            self._help(field)
+
+    def _help(self, field: FormField) -> None:
+        """The focused field's schema description, allowed values and default, beside the
+        form: what a key means should not need the docs."""
+        path = field.path
+        text = Text()
+        text.append(field.spec.label, "bold")
+        text.append(f"\n{path}\n\n" if path not in (SEEDS, JOBS) else "\n\n", "dim")
+        text.append((description(path) or "no description in the schema") + "\n")
+        options = choices(path)
+        if options is not None:
+            text.append("\none of: ", "dim")
+            text.append(", ".join(to_text(o) for o in options))
+        elif kind(path) == "number":
+            text.append("\nseveral values, comma-separated, make a sweep", "dim")
+        default = default_values().get(path)
+        if path not in (SEEDS, JOBS):
+            text.append("\ndefault: ", "dim")
+            text.append(to_text(default) or "unset")
+        self.query_one("#field-help", Static).update(text)
     # --- the form -----------------------------------------------------------------------------
     @on(FormField.Changed)
     def _changed(self, event: FormField.Changed) -> None:
@@ -153,7 +190,7 @@ class ComposeScreen(Screen):
         if path is None:
             return
         try:
-            save_preset(self.composition.preset(), Path(path).expanduser(),
+            save_preset(self.composition.preset(self.values), Path(path).expanduser(),
                         description="composed in fa-tui")
         except OSError as e:
             self.notify(f"{path}: {e.strerror}", title="Not saved", severity="error")

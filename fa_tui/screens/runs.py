@@ -25,6 +25,7 @@ class RunsScreen(Screen):
         Binding("space", "mark", "Mark"),
         Binding("a", "mark_all", "Mark all", show=False),
         Binding("enter,m", "monitor", "Monitor"),
+        Binding("c", "compare", "Compare"),
         Binding("s", "sort", "Sort"),
         Binding("o", "reverse", "Order", show=False),
         Binding("x", "stop", "Stop"),
@@ -39,6 +40,7 @@ class RunsScreen(Screen):
         self.snapshot = Snapshot()
         self.sort_key = "started"
         self.reverse = True
+        self._detail_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,7 +76,11 @@ class RunsScreen(Screen):
         name = self.table.cursor_name
         row = self.table.row(name) if name else None
         detail = Text()
-        if row is None:
+        query = self.query_one("#filter", Input).value.strip()
+        if row is None and query and self.snapshot.rows:
+            detail.append(f"No run matches the filter {query!r} "
+                          f"({len(self.snapshot.rows)} runs in all): esc clears it.", "dim")
+        elif row is None:
             detail.append("No runs yet: press 1 to compose one, or start one with fa-tui run.",
                           "dim")
         else:
@@ -83,7 +89,9 @@ class RunsScreen(Screen):
             if row.reason:
                 detail.append(f"  {row.reason}")
             detail.append(f"\n{self.app.runs_dir / row.name}", "dim")
-        self.query_one("#detail", Static).update(detail)
+        if detail != self._detail_shown:                 # a repaint only on change
+            self._detail_shown = detail
+            self.query_one("#detail", Static).update(detail)
 
     # --- filter, marks, sort ------------------------------------------------------------------
     def action_filter(self) -> None:
@@ -101,7 +109,19 @@ class RunsScreen(Screen):
         self.query_one("#filter", Input).value = ""
         self.table.focus()
 
+    def _none_selected(self, what: str) -> bool:
+        """Say why `what` cannot act when the table shows no run (empty, or filtered out)."""
+        if self.table.row_count:
+            return False
+        why = ("the filter hides every run (esc clears it)"
+               if self.query_one("#filter", Input).value.strip() and self.snapshot.rows
+               else "there are no runs yet (1 composes one)")
+        self.notify(f"Nothing to {what}: {why}.", severity="warning", markup=False)
+        return True
+
     def action_mark(self) -> None:
+        if self._none_selected("mark"):
+            return
         if self.table.cursor_name:
             self.table.toggle_mark(self.table.cursor_name)
             self.show(self.snapshot)
@@ -126,6 +146,8 @@ class RunsScreen(Screen):
     # --- actions on the selection -------------------------------------------------------------
     @on(DataTable.RowSelected)
     def action_monitor(self) -> None:
+        if self._none_selected("monitor"):
+            return
         names = self.table.selection()
         if names:
             self.post_message(MonitorRuns(names))
@@ -133,7 +155,22 @@ class RunsScreen(Screen):
     def _runs(self) -> list[RunDir]:
         return [RunDir(self.app.runs_dir / name) for name in self.table.selection()]
 
+    def action_compare(self) -> None:
+        """Compare the marked runs, seeds of one condition counting as one group."""
+        from fa_tui.core.compare import check_count
+        from fa_tui.core.panels import entries
+        if self._none_selected("compare"):
+            return
+        names = self.table.selection()
+        problem = check_count(len(entries(names, self.app.snapshot.configs, True)))
+        if problem:
+            self.notify(problem, severity="warning", markup=False)
+            return
+        self.app.compare(names)
+
     def action_stop(self) -> None:
+        if self._none_selected("stop"):
+            return
         active = [r for r in self._runs() if (row := self.table.row(r.name)) and row.active]
         if not active:
             self.notify("Nothing to stop: no queued or running run selected.", severity="warning")
@@ -154,6 +191,8 @@ class RunsScreen(Screen):
 
     def action_resume(self) -> None:
         """Resume ended runs that have a checkpoint; start queued runs nobody started."""
+        if self._none_selected("resume"):
+            return
         runs = self._runs()
         rows = {r.name: self.table.row(r.name) for r in runs}
         resume = [r for r in runs if not rows[r.name].active and r.has_checkpoint()]
@@ -189,6 +228,8 @@ class RunsScreen(Screen):
         self.app.call_from_thread(self.notify, f"Queued: {', '.join(started) or 'none'}")
 
     def action_delete(self) -> None:
+        if self._none_selected("delete"):
+            return
         runs = self._runs()
         active = [r.name for r in runs if (row := self.table.row(r.name)) and row.active]
         if active:
@@ -216,6 +257,8 @@ class RunsScreen(Screen):
 
     def action_export(self) -> None:
         from fa_tui.screens.export import ExportScreen
+        if self._none_selected("export"):
+            return
         runs = self._runs()
         if runs:
             self.app.push_screen(ExportScreen(runs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -16,8 +17,12 @@ from fa_tui.core.form import FieldSpec, choices, description, to_text
 class FormField(Horizontal):
     DEFAULT_CSS = """
     FormField { height: auto; }
-    FormField > Label { width: 15; padding-left: 1; }
-    FormField > Input, FormField > Select { width: 24; }
+    FormField > Label { width: 17; padding-left: 1; }
+    FormField > Input, FormField > Select { width: 22; }
+    FormField:focus-within > Label { background: $accent; color: $text; text-style: bold; }
+    FormField:focus-within > Input, FormField:focus-within > Select {
+        background: $boost; text-style: bold;
+    }
     FormField > .error { width: 1fr; color: $error; padding-left: 1; }
     """
 
@@ -48,9 +53,10 @@ class FormField(Horizontal):
                              allow_blank=False, compact=True)
         else:
             control = Input(to_text(self.initial), compact=True, select_on_focus=False)
-        control.tooltip = description(self.spec.path)
+        help_text = description(self.spec.path)
+        control.tooltip = Text(help_text) if help_text else None      # never read as markup
         yield control
-        yield Static("", classes="error")
+        yield Static("", classes="error", markup=False)     # messages quote values: [1, 2]
 
     @property
     def value(self) -> Any:

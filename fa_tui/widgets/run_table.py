@@ -6,14 +6,15 @@ from typing import Sequence
 
 from textual.widgets import DataTable
 
-from fa_tui.core.runtable import COLUMNS, RunRow, cells
+from fa_tui.core.runtable import COLUMNS, FROZEN_COLUMNS, RunRow, cells
 
 
 class RunTable(DataTable):
     """Rows keyed by run name; `marked` is the multi-selection used by Monitor, stop, export."""
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(cursor_type="row", zebra_stripes=True, fixed_columns=FROZEN_COLUMNS,
+                         **kwargs)
         self.marked: set[str] = set()
         self._rows: dict[str, RunRow] = {}
         self._shown: dict[str, list] = {}
@@ -54,6 +55,13 @@ class RunTable(DataTable):
             if current in new:
                 self.move_cursor(row=list(new).index(current), animate=False)
         self._shown = new
+
+    def action_select_cursor(self) -> None:
+        """Enter on an empty table would do nothing: let the screen say why instead."""
+        if not self.row_count:
+            self.call_later(self.run_action, "screen.monitor")
+        else:
+            super().action_select_cursor()
 
     def toggle_mark(self, name: str) -> None:
         """Flip one run's mark; the tick column follows on the next `show`."""
