@@ -121,6 +121,7 @@ class Optimizer:
         self.routing = routing
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.steps = 0                  # optimiser steps taken: the schedule's position
+        self._factor_set: float | None = None   # the factor the param groups hold now
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["initial_lr"] = group["lr"]
@@ -135,6 +136,9 @@ class Optimizer:
 
     def _apply_lr(self) -> None:
         f = self._factor(self.steps)
+        if f == self._factor_set:       # a constant stretch of the schedule: nothing to write
+            return
+        self._factor_set = f
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * f
@@ -152,8 +156,9 @@ class Optimizer:
                 p.grad.requires_grad_(False)
                 p.grad.zero_()
 
-    @torch.no_grad()
     def step(self) -> None:
+        # No no_grad() around the whole step: torch's optimisers and clip_grad_norm_ set it
+        # themselves, and the proxies' reshapes of .grad (which has no graph) record nothing.
         if self.cfg.clip is not None:
             nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
         for proxy in self.proxies:
@@ -173,6 +178,7 @@ class Optimizer:
         self.steps = state["steps"]
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        self._factor_set = None         # the loaded groups hold the saved lr: write it again
         self._apply_lr()
 
 
