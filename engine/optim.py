@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine import lazy_dynamo
 from engine.config import OptimCfg
 
 
@@ -121,6 +122,8 @@ class Optimizer:
         self.routing = routing
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.steps = 0                  # optimiser steps taken: the schedule's position
+        #: each optimiser's step, without the import of torch._dynamo (engine/lazy_dynamo.py)
+        self._updates = [lazy_dynamo.eager_step(opt) for opt in optimizers.values()]
         self._factor_set: float | None = None   # the factor the param groups hold now
         for opt in optimizers.values():
             for group in opt.param_groups:
@@ -163,8 +166,8 @@ class Optimizer:
             nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
         for proxy in self.proxies:
             proxy.load_grad()
-        for opt in self.optimizers.values():
-            opt.step()
+        for update in self._updates:
+            update()
         for proxy in self.proxies:      # drop the alias so only the model holds its gradient
             proxy.matrix.grad = None
         self.steps += 1
@@ -200,6 +203,7 @@ def build_optimizer(cfg: OptimCfg, model: nn.Module, layers: list[nn.Module], to
     in forward execution order (engine.layers.attach): layers[0] is the first layer and
     layers[-1] the head, which is what `optim.muon_exclude` refers to. Build it after the
     model has its final device and memory format (Muon's conv proxies share storage)."""
+    lazy_dynamo.defer()     # constructing a torch optimiser would import torch._dynamo
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters")

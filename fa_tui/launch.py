@@ -208,7 +208,7 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
             on_update(progress)
             if not slots and not queue.busy:
                 break
-            time.sleep(poll_s)
+            _wait_any([slot.proc for slot in slots], poll_s)
     except KeyboardInterrupt:
         for run in queue.cancel():
             stop(run)
@@ -222,6 +222,16 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
         on_update(progress)
         raise
     return progress
+
+
+def _wait_any(procs: list[subprocess.Popen], timeout: float, tick: float = 0.02) -> None:
+    """Sleep up to `timeout`, but return within `tick` of any of `procs` exiting: the
+    progress is polled every `timeout`, a run's end is seen at once (the CLI returns with it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return
+        time.sleep(min(tick, max(0.0, deadline - time.monotonic())))
 
 
 def _poll(slot: _Slot) -> None:
