@@ -9,7 +9,9 @@ feedback buffers). Their forward is the ordinary one; their backward computes
 
 Everything else in the model (skips, norms, pooling, activations, attention) stays native
 autograd, so it is backpropagated exactly. Under `bp` the training forward takes the native
-path outright; the custom function only runs when diagnostics record a probe pass.
+path outright, and so does the first layer under every rule that learns nothing in the backward
+(no error is sent to data); the custom function runs otherwise, and whenever diagnostics record
+a probe pass.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class _RuleFn(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: nn.Module) -> Tensor:
         ctx.layer = layer
         ctx.has_bias = bias is not None
-        ctx.amp = torch.is_autocast_enabled("cuda")
+        ctx.amp = x.is_cuda and torch.is_autocast_enabled("cuda")
         if ctx.amp:
             ctx.amp_dtype = torch.get_autocast_dtype("cuda")
         ctx.save_for_backward(x, weight)
@@ -59,24 +61,24 @@ class _RuleFn(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         if ctx.amp:
             with torch.autocast("cuda", dtype=ctx.amp_dtype):
-                return _RuleFn._backward(ctx, grad_out)
-        if torch.is_autocast_enabled("cuda"):
+                return _rule_backward(ctx, grad_out)
+        if grad_out.is_cuda and torch.is_autocast_enabled("cuda"):
             with torch.autocast("cuda", enabled=False):
-                return _RuleFn._backward(ctx, grad_out)
-        return _RuleFn._backward(ctx, grad_out)
+                return _rule_backward(ctx, grad_out)
+        return _rule_backward(ctx, grad_out)
 
-    @staticmethod
-    def _backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
-        layer = ctx.layer
-        rule = layer.rule
-        if rule.recorder is not None:
-            rule.recorder.error(layer, grad_out)
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
-        if rule.adapting:
-            rule.after_backward(layer, x, grad_out)
-        return (*grads, None)
+
+def _rule_backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    x, weight = ctx.saved_tensors
+    layer = ctx.layer
+    rule = layer.rule
+    if rule.recorder is not None:
+        rule.recorder.error(layer, grad_out)
+    need_x, need_w, need_b, _ = ctx.needs_input_grad
+    grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
+    if rule.learns_in_backward and rule.adapting:
+        rule.after_backward(layer, x, grad_out)
+    return (*grads, None)
 
 
 class RuleLayer:
@@ -93,7 +95,12 @@ class RuleLayer:
 
     def forward(self, x: Tensor) -> Tensor:
         rule = self.rule
-        if rule.exact_rule and rule.recorder is None and not rule.exact:
+        if rule.recorder is None and not rule.exact and (
+                rule.exact_rule or not (x.requires_grad or rule.learns_in_backward)):
+            # bp; or a layer whose input needs no error (the first layer: its input is data)
+            # under a rule that learns nothing in the backward, where the rule's backward
+            # would compute just the true weight and bias gradients: native autograd does that
+            # without a Python backward.
             return self.native(x, self.weight, self.bias)
         if rule.recorder is not None:
             rule.recorder.input(self, x)
@@ -110,7 +117,8 @@ class RuleLinear(RuleLayer, nn.Linear):
         dt = grad_out.dtype
         flat = grad_out.dim() == 2          # an MLP's (N, features); tokens are (N, T, D)
         if need_x:
-            b = _feedback_for(self, weight)
+            rule = self.rule
+            b = weight if rule.exact else rule.backward_weight(self, weight)
             if b is None:
                 grad_x = self.rule.input_error(self, grad_out, x.shape)
             else:
