@@ -54,7 +54,9 @@ def bare_windows(cfg: Config) -> tuple[list[tuple[int, float, float]], int | Non
     tr = Trainer(cfg)                                   # for its data only
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model, cfg.norm, tr.data.input_shape, tr.data.classes)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    # the engine's SGD is torch's fused kernel (engine/optim.py), whose rounding differs
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                          fused=True)
     batches = Batches(tr.data, cfg.train.batch_size, cfg.run.seed, False, "cpu")
     out, first_bad, step = [], None, 0
     loss_sum, correct, seen = 0.0, 0, 0
