@@ -97,6 +97,11 @@ class Status:
     step: int = 0
     total_steps: int | None = None
     device: str | None = None
+    #: SLURM runs only (fa_tui/slurm.py): the job ("123" or array task "123_4") and its
+    #: scheduler state as last known ("PENDING", "RUNNING", "REQUEUED"); readers ask squeue
+    #: for the live state and pending reason (fa_tui/core/slurmq.py). The node is `host`.
+    slurm_job: str | None = None
+    slurm_state: str | None = None
     v: int = SCHEMA_VERSION
 
     @property

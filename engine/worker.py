@@ -9,8 +9,10 @@ reader that sees the final status also finds the summary.
 The launcher (fa_tui/launch.py) starts it in its own session with stdout and stderr sent to
 worker.log, so a traceback lands there. SIGTERM or SIGINT asks for a clean stop: the trainer
 finishes its step, the worker checkpoints and writes `stopped`; `--resume` continues from that
-checkpoint exactly. torch is imported only after the signal handlers are installed, so a stop
-that arrives during the seconds of imports is a clean stop too (at step 0), not a kill.
+checkpoint exactly. SIGUSR2 does the same: SLURM sends it before a time limit or a preemption
+(fa_tui/slurm.py requeues the job, which resumes). torch is imported only after the signal
+handlers are installed, so a stop that arrives during the seconds of imports is a clean stop
+too (at step 0), not a kill.
 
 Exit status: 0 for done, stopped and diverged (the run did what was asked; divergence is a
 result), 1 for failed.
@@ -68,7 +70,9 @@ class Worker:
         # keep the launcher's start time (it wrote our pid): elapsed then counts from launch
         launched = rundir.read_status()
         started = launched.started if launched.pid == os.getpid() and launched.started else None
-        self.status = Status(state="running", pid=os.getpid(), started=started or time.time())
+        self.status = Status(state="running", pid=os.getpid(), started=started or time.time(),
+                             slurm_job=slurm_job() or launched.slurm_job,
+                             slurm_state="RUNNING" if slurm_job() else None)
         self.stop_requested = threading.Event()
         self.trainer: Trainer | None = None
         self.config: dict | None = None
@@ -80,7 +84,7 @@ class Worker:
 
     def __call__(self) -> int:
         """Run to the end; returns the exit status."""
-        restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.stop_requested.set)
+        restore = _on_signals(STOP_SIGNALS, self.stop_requested.set)
         try:
             # a fresh start begins a fresh history; a resume appends (EventLog's resume rule)
             mode = "a" if self.resume else "w"
@@ -168,6 +172,17 @@ class Worker:
         fresh; the step it carries is the progress readers show between events."""
         while not self._ended.wait(HEARTBEAT_S):
             self._write_status()
+
+
+#: SIGUSR2 is what SLURM sends a job's processes before its time limit or a preemption
+#: (fa_tui/slurm.py): the worker checkpoints and stops as on SIGTERM, and the job is requeued.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
+def slurm_job() -> str | None:
+    """The SLURM job this process runs in ("123", or "123_4" for an array task), else None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callable[[], None]:

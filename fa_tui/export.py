@@ -32,7 +32,10 @@ FORMATS = ("json", "csv", "md", "tex")
 KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
                "optim": "optim.name", "norm": "norm.name", "lr": "optim.lr"}
 #: config keys that do not define the experiment: seeds are grouped over, the rest ignored
-NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download")
+NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download",
+                  "run.executor")
+#: config sections that say where a run trained, not what: ignored like NOT_CONDITIONS
+NOT_CONDITION_SECTIONS = ("slurm.",)
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 LAYER_METRICS = ("erank_err", "erank_err_bp", "angle_delta", "angle_grad", "angle_weight")
 CURVE_EVENTS = ("train", "eval", "diag", "test")
@@ -98,7 +101,8 @@ def record(run: RunDir) -> dict:
     status = run.read_status()
     summary = run.read_summary() or _from_events(run.read_events())
     return {**summary, "name": run.name, "status": status.state,
-            "reason": status.reason or summary.get("reason"), "config": config}
+            "reason": status.reason or summary.get("reason"), "config": config,
+            "slurm_job": status.slurm_job}
 
 
 def _from_events(events: list[dict]) -> dict:
@@ -115,7 +119,8 @@ def _from_events(events: list[dict]) -> dict:
 def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = True) -> Table:
     """One row per condition (mean ± std over seeds) or, with group=False, per run."""
     records = [record(r) for r in runs]
-    flats = [_flatten(r["config"]) for r in records]
+    flats = [{k: v for k, v in _flatten(r["config"]).items()
+              if not k.startswith(NOT_CONDITION_SECTIONS)} for r in records]
     config_cols = dict(KEY_COLUMNS)
     shown = set(KEY_COLUMNS.values()) | set(NOT_CONDITIONS)
     keys = list(dict.fromkeys(k for flat in flats for k in flat if k not in shown))
@@ -138,7 +143,9 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         groups.setdefault(key, []).append(i)
 
     seed_cols = ["n", "seeds"] if group else ["seed"]
-    table = Table(["run", *config_cols, *seed_cols, "status", *RUN_METRICS, *layer_cols])
+    slurm_cols = ["slurm_job"] if any(r.get("slurm_job") for r in records) else []
+    table = Table(["run", *config_cols, *seed_cols, "status", *slurm_cols, *RUN_METRICS,
+                   *layer_cols])
     for members in groups.values():
         recs = [records[i] for i in members]
         first = flats[members[0]]
@@ -152,6 +159,8 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         else:
             row["seed"] = seeds[0]
         row["status"] = _states([r["status"] for r in recs])
+        if slurm_cols:
+            row["slurm_job"] = ",".join(r["slurm_job"] or "local" for r in recs)
         for m in RUN_METRICS:
             row[m] = Stat.of(r.get(m) for r in recs) if group else recs[0].get(m)
         for col in layer_cols:

@@ -5,6 +5,7 @@ It reads incrementally: config.toml once, status.json when it changed (or while 
 active, since staleness depends on the clock), events.jsonl only for active runs and the
 runs on screen in Monitor, and only the bytes appended since the last poll (EventLog).
 A runs directory with hundreds of finished runs therefore costs a few stat calls per poll.
+SLURM runs add one `squeue` call for all of them, at most every 5 s (fa_tui/core/slurmq.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable, Collection
 
 from engine.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
 from fa_tui.core.runtable import RunRow, best_val_acc, build_row
+from fa_tui.core.slurmq import QueueCache, live, slurm_jobs
 
 
 @dataclass
@@ -65,6 +67,7 @@ class RunStore:
         self.clock = clock
         self.log_lines = log_lines
         self._entries: dict[str, _Entry] = {}
+        self.queue = QueueCache()
 
     def _entry(self, run: RunDir) -> _Entry:
         """The run's cached state; a config.toml that cannot be read (edited by hand, or a
@@ -113,12 +116,17 @@ class RunStore:
         now = self.clock()
         runs = list_runs(self.runs_dir)
         rows, events, versions, logs, configs, skipped = [], {}, {}, {}, {}, {}
+        entries = []
         for run in runs:
             entry = self._entry(run)
+            self._update(entry, run.name in watch)
+            entries.append(entry)
+        # SLURM runs: one squeue call for all of them, at most every few seconds
+        queue = self.queue.get(slurm_jobs([e.status for e in entries]))
+        for run, entry in zip(runs, entries):
             watched = run.name in watch
-            self._update(entry, watched)
-            rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
-                                  entry.best_val, now))
+            rows.append(build_row(run.name, live(entry.status, queue), entry.config,
+                                  entry.summary, entry.best_val, now))
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)
                 versions[run.name] = entry.version
