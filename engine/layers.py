@@ -9,7 +9,9 @@ feedback buffers). Their forward is the ordinary one; their backward computes
 
 Everything else in the model (skips, norms, pooling, activations, attention) stays native
 autograd, so it is backpropagated exactly. Under `bp` the training forward takes the native
-path outright; the custom function only runs when diagnostics record a probe pass.
+path outright, and so does the first layer under every rule that learns nothing in the backward
+(no error is sent to data); the custom function runs otherwise, and whenever diagnostics record
+a probe pass.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.amp import custom_bwd, custom_fwd
 
 if TYPE_CHECKING:
     from engine.rules.base import Rule
@@ -31,32 +32,55 @@ def _feedback_for(layer: nn.Module, weight: Tensor) -> Tensor | None:
     return weight if rule.exact else rule.backward_weight(layer, weight)
 
 
+def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """`t.to(dtype)` without the dispatcher call when it is already that dtype (the common
+    fp32 case): the backward runs once per weight layer per step, so each call counts."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 class _RuleFn(torch.autograd.Function):
     """The forward op of a weight layer with the rule's backward. The layer supplies both
-    halves (`native` and `rule_grads`); this class only does the bookkeeping shared by all."""
+    halves (`native` and `rule_grads`); this class only does the bookkeeping shared by all.
+
+    It does by hand what `torch.amp.custom_fwd` / `custom_bwd` (device "cuda") did: the
+    forward records whether CUDA autocast was on, and the backward runs under that same state.
+    The decorators entered an autocast context on every backward, even with autocast off,
+    which was a third of the Python cost of a small layer's backward (docs/benchmarks.md)."""
 
     @staticmethod
-    @custom_fwd(device_type="cuda")
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: nn.Module) -> Tensor:
         ctx.layer = layer
         ctx.has_bias = bias is not None
+        ctx.amp = x.is_cuda and torch.is_autocast_enabled("cuda")
+        if ctx.amp:
+            ctx.amp_dtype = torch.get_autocast_dtype("cuda")
         ctx.save_for_backward(x, weight)
         return layer.native(x, weight, bias)
 
     @staticmethod
-    @custom_bwd(device_type="cuda")
     def backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
-        layer, rule = ctx.layer, ctx.layer.rule
-        if rule.recorder is not None:
-            rule.recorder.error(layer, grad_out)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
-        if rule.recorder is not None and grads[0] is not None:
-            rule.recorder.sent(layer, grads[0])
-        if rule.adapting:
-            rule.after_backward(layer, x, grad_out)
-        return (*grads, None)
+        if ctx.amp:
+            with torch.autocast("cuda", dtype=ctx.amp_dtype):
+                return _rule_backward(ctx, grad_out)
+        if grad_out.is_cuda and torch.is_autocast_enabled("cuda"):
+            with torch.autocast("cuda", enabled=False):
+                return _rule_backward(ctx, grad_out)
+        return _rule_backward(ctx, grad_out)
+
+
+def _rule_backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    x, weight = ctx.saved_tensors
+    layer = ctx.layer
+    rule = layer.rule
+    if rule.recorder is not None:
+        rule.recorder.error(layer, grad_out)
+    need_x, need_w, need_b, _ = ctx.needs_input_grad
+    grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
+    if rule.recorder is not None and grads[0] is not None:
+        rule.recorder.sent(layer, grads[0])
+    if rule.learns_in_backward and rule.adapting:
+        rule.after_backward(layer, x, grad_out)
+    return (*grads, None)
 
 
 class RuleLayer:
@@ -73,7 +97,12 @@ class RuleLayer:
 
     def forward(self, x: Tensor) -> Tensor:
         rule = self.rule
-        if rule.exact_rule and rule.recorder is None and not rule.exact:
+        if rule.recorder is None and not rule.exact and (
+                rule.exact_rule or not (x.requires_grad or rule.learns_in_backward)):
+            # bp; or a layer whose input needs no error (the first layer: its input is data)
+            # under a rule that learns nothing in the backward, where the rule's backward
+            # would compute just the true weight and bias gradients: native autograd does that
+            # without a Python backward.
             return self.native(x, self.weight, self.bias)
         if rule.recorder is not None:
             rule.recorder.input(self, x)
@@ -87,15 +116,21 @@ class RuleLinear(RuleLayer, nn.Linear):
     def rule_grads(self, x: Tensor, weight: Tensor, grad_out: Tensor, need_x: bool,
                    need_w: bool, need_b: bool) -> tuple[Tensor | None, ...]:
         grad_x = grad_w = grad_b = None
+        dt = grad_out.dtype
+        flat = grad_out.dim() == 2          # an MLP's (N, features); tokens are (N, T, D)
         if need_x:
-            b = _feedback_for(self, weight)
-            grad_x = (self.rule.input_error(self, grad_out, x.shape) if b is None
-                      else grad_out @ b.to(grad_out.dtype))
-        g = grad_out.reshape(-1, grad_out.shape[-1])
+            rule = self.rule
+            b = weight if rule.exact else rule.backward_weight(self, weight)
+            if b is None:
+                grad_x = self.rule.input_error(self, grad_out, x.shape)
+            else:
+                grad_x = grad_out.mm(_as(b, dt)) if flat else grad_out @ _as(b, dt)
+        g = grad_out if flat else grad_out.reshape(-1, grad_out.shape[-1])
         if need_w:
-            grad_w = (g.t() @ x.reshape(-1, x.shape[-1]).to(g.dtype)).to(weight.dtype)
+            h = x if flat else x.reshape(-1, x.shape[-1])
+            grad_w = _as(g.t().mm(_as(h, dt)), weight.dtype)
         if need_b:
-            grad_b = g.sum(0).to(weight.dtype)
+            grad_b = _as(g.sum(0), weight.dtype)
         return grad_x, grad_w, grad_b
 
 
@@ -110,14 +145,14 @@ class RuleConv2d(RuleLayer, nn.Conv2d):
         # x and grad_out (the weight argument only supplies its shape there).
         dt = grad_out.dtype
         grad_x, grad_w, grad_b = _conv_backward(
-            grad_out, x.to(dt), (weight if b is None else b).to(dt),
+            grad_out, _as(x, dt), _as(weight if b is None else b, dt),
             [weight.shape[0]] if need_b else None,
             self.stride, self.padding, self.dilation, False, [0, 0], self.groups,
             [need_x and b is not None, need_w, need_b])
         if need_x and b is None:
             grad_x = self.rule.input_error(self, grad_out, x.shape)
-        return (grad_x, None if grad_w is None else grad_w.to(weight.dtype),
-                None if grad_b is None else grad_b.to(weight.dtype))
+        return (grad_x, None if grad_w is None else _as(grad_w, weight.dtype),
+                None if grad_b is None else _as(grad_b, weight.dtype))
 
 
 def attach(model: nn.Module, rule: "Rule", example: Tensor) -> list[nn.Module]:

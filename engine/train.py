@@ -5,9 +5,11 @@
 It never prints and never touches files: the worker (engine/worker.py) writes the events to
 the run directory and checkpoints `state_dict()` after every `epoch` event.
 
-The hot loop keeps the GPU busy: losses and accuracies are accumulated on the device and read
-back only every `train.log_every` steps, the first non-finite loss is tracked on the device too,
-and diagnostics run only every `metrics.every` steps (see engine/diagnostics.py).
+The hot loop keeps the GPU busy and the host quiet: a step records its loss and its predicted
+classes as device tensors (two small ops, no sync) and the window's sums, accuracy and first
+non-finite loss are worked out from those once per `train.log_every` steps (or every
+`FOLD_EVERY` steps, which bounds the memory they hold) with one read-back; diagnostics run only
+every `metrics.every` steps (see engine/diagnostics.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from engine.optim import build_optimizer
 from engine.rules import build_rule
 
 EVAL_BATCH = 1024
+#: steps whose per-step figures may wait on the device before they are folded into the window
+FOLD_EVERY = 256
 
 
 def pick_device(name: str) -> torch.device:
@@ -151,9 +155,12 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _reset_window(self) -> None:
-        z = lambda: torch.zeros((), device=self.device)  # noqa: E731
-        self._loss_sum, self._correct, self._seen = z(), z(), z()
-        self._bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        #: (step, loss, predicted classes, labels) of steps not yet folded into the sums below
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._loss_sum = 0.0      # Σ loss × batch over the window, in float64, in step order
+        self._correct = 0
+        self._seen = 0
+        self._bad_step = -1       # the first step of the window whose loss was not finite
         self._window_steps = 0
         self._window_t = time.perf_counter()
         self._window_diag_s = 0.0
@@ -199,23 +206,39 @@ class Trainer:
             self._capture(x)
         if self._graphed is not None:
             return self._graphed(x)
+        if not self.amp:
+            return self.model(x)
         with self._autocast():
             return self.model(x)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.rule.before_step()
         logits = self._forward(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits if logits.dtype == torch.float32 else logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        loss = loss.detach()
-        bad = ~torch.isfinite(loss) & (self._bad_step < 0)
-        self._bad_step = torch.where(bad, self.step, self._bad_step)
-        self._loss_sum += loss * len(y)
-        self._correct += (logits.detach().argmax(1) == y).sum()
-        self._seen += len(y)
+        # The bookkeeping: two ops, no sync; see _fold.
+        self._pending.append((self.step, loss.detach(), logits.argmax(1), y))
         self._window_steps += 1
+        if len(self._pending) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the pending steps to the window's sums with one read-back of their losses and
+        one of their correct count. Losses are summed on the host in float64, in step order, so
+        a window split by a checkpoint and a resume sums exactly like an uninterrupted one."""
+        if not self._pending:
+            return
+        steps, losses, preds, labels = zip(*self._pending)
+        self._pending = []
+        values = torch.stack(losses).tolist()
+        self._correct += int((torch.cat(preds) == torch.cat(labels)).sum())
+        for step, value, y in zip(steps, values, labels):
+            if self._bad_step < 0 and not math.isfinite(value):
+                self._bad_step = step
+            self._loss_sum += value * len(y)
+            self._seen += len(y)
 
     def _measure(self, applied: dict | None) -> dict:
         t = time.perf_counter()
@@ -266,11 +289,12 @@ class Trainer:
         return {m.layer_name: m.weight.detach().clone() for m in self.layers}
 
     def _train_event(self) -> dict:
+        self._fold()
         seen = float(self._seen)
         dt = time.perf_counter() - self._window_t - self._window_diag_s
         ev = {"type": "train", "step": self.step, "epoch": self.epoch,
-              "loss": float(self._loss_sum) / max(seen, 1.0),
-              "acc": float(self._correct) / max(seen, 1.0), "lr": self.opt.lr,
+              "loss": self._loss_sum / max(seen, 1.0),
+              "acc": self._correct / max(seen, 1.0), "lr": self.opt.lr,
               "step_s": dt / max(self._window_steps, 1),
               "samples_per_s": seen / dt if dt > 0 else None}
         if self.device.type == "cuda":       # what the caching allocator holds (no sync)
@@ -377,8 +401,8 @@ class Trainer:
 
     def _divergence(self, ev: dict) -> str | None:
         """Why the run diverged in the last window, or None. The first non-finite loss is
-        tracked on the device, so the exact step is known without a sync per step."""
-        bad = int(self._bad_step)
+        recorded per step (see _fold), so the exact step is known without a sync per step."""
+        bad = self._bad_step
         if bad >= 0:
             return f"non-finite loss at step {bad + 1}"
         if ev["loss"] > self.cfg.train.diverge_loss:
@@ -387,7 +411,9 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly where this run is (bit-identical on CPU)."""
+        """Everything needed to continue exactly where this run is (bit-identical on CPU).
+        The window's sums are stored as tensors (the loss sum in float64), as they always were."""
+        self._fold()
         return {
             "model": self.model.state_dict(), "optim": self.opt.state_dict(),
             "rule": self.rule.extra_state(),
@@ -400,8 +426,9 @@ class Trainer:
                          "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
                          "probe_every": self.probe_every, "probe_warm": self.probe_warm,
                          "_probe0_s": self._probe0_s},
-            "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
-                       "bad_step": self._bad_step, "steps": self._window_steps},
+            "window": {"loss_sum": torch.tensor(self._loss_sum, dtype=torch.float64),
+                       "correct": torch.tensor(self._correct), "seen": torch.tensor(self._seen),
+                       "bad_step": torch.tensor(self._bad_step), "steps": self._window_steps},
             "traj": self.diag.window.state_dict() if self.diag and self.diag.window else None,
         }
 
@@ -415,9 +442,10 @@ class Trainer:
         for k, v in state["progress"].items():
             setattr(self, k, v)
         w = state["window"]
-        self._loss_sum, self._correct, self._seen = (w[k].to(self.device) for k in
-                                                     ("loss_sum", "correct", "seen"))
-        self._bad_step = w["bad_step"].to(self.device)
+        self._pending = []
+        self._loss_sum = float(w["loss_sum"])
+        self._correct, self._seen = int(w["correct"]), int(w["seen"])
+        self._bad_step = int(w["bad_step"])
         self._window_steps = w["steps"]
         if state.get("traj") and self.diag is not None and self.diag.window is not None:
             self.diag.window.load_state_dict(state["traj"])

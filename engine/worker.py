@@ -262,4 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything the run owes its directory is written and closed (events, checkpoint,
+    # summary, final status). Skip the interpreter's teardown, which with torch loaded took
+    # over a second after the run had ended (docs/benchmarks.md), so that whoever waits for
+    # this process (the CLI, the queue) sees it end with the run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import tomli_w
 
 from engine.config import Config
-from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, Status, pid_alive
+from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, STATUS, EventLog, RunDir, Status, pid_alive
 
 #: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,4 +259,26 @@ def follow(runs: Sequence[RunDir], runs_dir: Path,
         polls += 1
         if polls % 10 == 0 and queue.batches():
             ensure_scheduler(Path(runs_dir))
-        time.sleep(poll_s)
+        _wait_for_change([p.run.file(STATUS) for p in progress
+                          if not p.finished and p.state != "queued"], poll_s)
+
+
+def _wait_for_change(paths: Sequence[Path], timeout: float, tick: float = 0.02) -> None:
+    """Sleep up to `timeout`, but return within `tick` of any of `paths` changing: a worker
+    rewrites its status.json as it ends, so a run's end is seen at once and `fa-tui run`
+    returns with it, while progress is still redrawn only every `timeout`."""
+    def stamps() -> list[int | None]:
+        out: list[int | None] = []
+        for path in paths:
+            try:
+                out.append(path.stat().st_mtime_ns)
+            except OSError:
+                out.append(None)
+        return out
+
+    before = stamps()
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(tick, left))
+        if paths and stamps() != before:
+            return

@@ -45,6 +45,8 @@ class Rule:
         #: start from the same B); redraws during training use `generator(device)` instead.
         self.init_generator = torch.Generator().manual_seed(seed)
         self._generator: torch.Generator | None = None
+        #: whether after_backward does anything (ldfa): the backward skips the call otherwise
+        self.learns_in_backward = type(self).after_backward is not Rule.after_backward
 
     # --- set-up -----------------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:

@@ -1,0 +1,147 @@
+"""Regenerate docs/benchmarks.md from fresh CPU measurements on this machine.
+
+    python benchmarks/report.py [--rounds 15] [--repeats 5]
+
+Runs engine_bench.py, biotorch_bench.py and startup_bench.py, each in its own process (so
+one's memory and imports cannot affect another's), and writes docs/benchmarks.md: their
+markdown, the machine they ran on, and, kept verbatim from the current file, the sections this
+script does not measure: the CUDA figures recorded on an earlier H100 run, and the workbench
+(TUI) section that benchmarks/tui_bench.py's owner maintains. A section is kept by its
+heading, so edit those sections in place and they survive regeneration.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+#: headings of sections kept verbatim from the existing file
+KEPT = ("## Engine, CUDA", "## Workbench (TUI)")
+
+INTRO = """\
+# Benchmarks
+
+Regenerate every CPU figure on this page with one command (about 15–25 minutes; it prints as
+it goes):
+
+    .venv/bin/python benchmarks/report.py
+
+which runs `benchmarks/engine_bench.py` (engine vs a bare loop, fa / bp by shape,
+diagnostics), `benchmarks/biotorch_bench.py` (engine vs BioTorch) and
+`benchmarks/startup_bench.py` (start-up and exit) and rewrites this file. The sections
+"Engine, CUDA" and "Workbench (TUI)" are kept as they are. Figures are ratios measured side by
+side, never timed assertions in the tests.
+
+## How to read the CPU tables
+
+- **Method** (`benchmarks/_bench.py`): every side is a prepared training loop (data in
+  memory); each round runs every side once for about 0.3 s of CPU, in an order rotated every
+  round; a ratio is the median over rounds of A's time per step over B's *in the same round*,
+  with the quartiles of those per-round ratios in brackets. One thread (`torch.set_num_threads(1)`).
+- **CPU time first.** The machine is shared: other people's jobs raise wall time far more
+  than the process's own CPU time, so the CPU column is the figure to read; wall time is
+  printed beside it.
+- **The null control** (the same loop built twice, "X′ / X") is in every table. Its distance
+  from 1.00, and the width of the quartiles, is the noise floor: differences below it are not
+  differences.
+- **Engine side** = the real `Trainer.events()` loop (train events every 20 steps, evaluation at
+  epoch ends); **bare side** = the same model, batches and torch SGD with nothing else.
+"""
+
+EXPLAIN = """\
+### What the engine does per step, and why fa costs about what bp costs
+
+- **Bookkeeping.** A step records its loss (`loss.detach()`) and its predicted classes
+  (`logits.argmax(1)`): two small ops and no sync. The window's mean loss, accuracy and first
+  non-finite step are folded from those at each train event (every `train.log_every` steps, or
+  256 at most) with one read-back (engine/train.py). It used to update four device accumulators
+  with about 14 small ops per step.
+- **fa's backward.** Each weight layer's backward is one Python `autograd.Function` that
+  computes `δ B` and the true `δᵀh` (engine/layers.py). It used to enter an autocast context on
+  every backward (`torch.amp.custom_bwd`, even with autocast off) and make no-op dtype casts; the
+  Function now records the autocast state itself and skips both. The first layer, whose input is
+  data and needs no error, uses native autograd under every rule that learns nothing in the
+  backward (all but ldfa): its weight gradient is the true one either way.
+- **Optimiser.** torch's fused SGD kernel (one pass over each tensor instead of three with
+  momentum; the same update, rounded with fused multiply-adds), the lr written only when the
+  schedule changes it, and no `torch._dynamo` import (see start-up).
+- **The floor.** fa does bp's arithmetic with B in place of W. Where matrix products set the
+  pace (the 3072-800×3 MLP: ~30 ms of GEMMs per step), fa / bp is ~1 and no fa can be much
+  cheaper than the engine's own bp; "engine bp / BioTorch fa" shows that floor beside
+  "engine fa / BioTorch fa". The remaining fa cost is the Python `Function` (about 10–15 µs per
+  layer per step), which shows only on tiny layers (784-64-64-10 at batch 32).
+- dfa beats BioTorch's dfa because BioTorch computes the full backprop error at every layer and
+  then replaces it in a hook; the engine sends `e B_l` instead of computing `δ W`.
+
+### Start-up and exit
+
+- `torch._dynamo` (~2.5 s and ~170 MB) was imported by the first `torch.optim` call:
+  `Optimizer.add_param_group` and every `step()` import it to mark graph breaks, which only a
+  `torch.compile` trace needs. engine/lazy_dynamo.py defers those imports until something
+  really imports dynamo (the engine never does), and then hands over to torch's own wrappers.
+- The worker ends with `os._exit` once its events, checkpoint, summary and final status are
+  written and flushed: Python's teardown with torch loaded took over a second.
+- `follow` (fa_tui/launch.py) redraws progress every 0.5 s but returns within 20 ms of
+  a worker's exit.
+- **Bytecode.** This VM sets `PYTHONDONTWRITEBYTECODE=1` and `uv pip install` does not
+  compile bytecode by default, so every worker compiled torch's Python from source: `import
+  torch` cost ~3 s of CPU instead of ~1.5 s. Install with `uv pip install --compile-bytecode`
+  (or `python -m compileall` the site-packages once); the start-up table says which state it
+  measured.
+- Not done: a warm worker (a fork server that imports torch once per queue and forks one child
+  per run) for sweeps of many short runs. The sweep-overhead row is an estimate from one run's
+  start and exit costs, not a timed 20-run sweep.
+"""
+
+
+def run(script: str, *args: str) -> str:
+    """One benchmark's markdown (its stdout); stderr (warnings) goes to this terminal."""
+    cmd = [sys.executable, str(HERE / script), *args]
+    print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    sys.stderr.write(done.stdout)
+    if done.returncode != 0:
+        return done.stdout + f"\n(**{script} failed with exit status {done.returncode}**)\n"
+    return done.stdout
+
+
+def kept_sections(text: str) -> list[str]:
+    """The sections of `text` whose heading starts with one of KEPT, verbatim."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    return [p.rstrip() + "\n" for p in parts if p.startswith(KEPT)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", type=Path, default=DOC)
+    args = p.parse_args()
+    old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+    engine = run("engine_bench.py", "--rounds", str(args.rounds))
+    bio = run("biotorch_bench.py", "--rounds", str(args.rounds))
+    start = run("startup_bench.py", "--repeats", str(args.repeats))
+    day = datetime.date.today().isoformat()
+    body = [INTRO,
+            f"## Engine, CPU ({day})\n\nMeasured by `benchmarks/engine_bench.py --rounds "
+            f"{args.rounds}`. Synthetic data, SGD with momentum.\n\n" + engine.strip() + "\n",
+            "## Engine vs BioTorch, CPU\n\nMeasured by `benchmarks/biotorch_bench.py`, same "
+            "machine and session.\n\n" + bio.strip() + "\n",
+            "## Start-up and exit\n\nMeasured by `benchmarks/startup_bench.py`, same machine "
+            "and session.\n\n" + start.strip() + "\n",
+            EXPLAIN,
+            *kept_sections(old)]
+    args.out.write_text("\n".join(body), encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
