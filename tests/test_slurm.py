@@ -207,7 +207,7 @@ def test_time_limit_requeues_and_the_run_reads_as_uninterrupted(cluster, tmp_pat
     the worker checkpoints, submitit requeues the job (same id), the worker resumes. (SLURM
     signals at its first time check at most 40 s before the limit here, so 20-50 s after the
     start: the run, a minute of training without load, is always cut.)"""
-    (tmp_path / "long.toml").write_text(LONG.format(epochs=100))
+    (tmp_path / "long.toml").write_text(LONG.format(epochs=2000))
     follower = fa_tui(tmp_path, "run", "long.toml", "--executor", "slurm", "-d", "runs",
                       "--set", "slurm.partition=short", "--set", "slurm.time=1",
                       "--set", "slurm.signal_s=10", background=True)

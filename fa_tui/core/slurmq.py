@@ -136,8 +136,10 @@ def live(status: Status, queue: dict[str, QueueInfo] | None) -> Status:
         return dataclasses.replace(status, slurm_state=info.state, reason=reason,
                                    host=info.node or status.host)
     why = f" ({info.reason})" if info.reason else ""
-    return dataclasses.replace(status, slurm_state=info.state,
-                               reason=f"SLURM {info.state.lower()}{why}, job {status.slurm_job}")
+    reason = f"SLURM {info.state.lower()}{why}, job {status.slurm_job}"
+    if status.reason:      # the worker's own word (requeued at step N) stays in front
+        reason = f"{status.reason.split(';')[0]}; {reason}"
+    return dataclasses.replace(status, slurm_state=info.state, reason=reason)
 
 
 def describe(status: Status) -> str | None:
