@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.config import Config, MetricsCfg
+from fa_contract.config import Config, MetricsCfg
 from engine.data import Batches
 from engine.models import build_model
 from engine.train import Trainer

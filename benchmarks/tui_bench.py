@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from textual import events  # noqa: E402
 
-from engine.rundir import RunDir, Status, append_event  # noqa: E402
+from fa_contract.rundir import RunDir, Status, append_event  # noqa: E402
 
 LAYERS = [f"layers.{i}" for i in range(8)]
 METRICS = ["erank_err", "erank_err_bp", "pr_err", "pr_err_bp", "erank_grad", "erank_grad_bp",
@@ -43,7 +43,7 @@ RULES = ["bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa"]
 def write(root: Path, runs: int, rate: float, seconds: float) -> None:
     """The writer process: create `runs` running runs, then stream their events."""
     import tomli_w
-    from engine.config import Config
+    from fa_contract.config import Config
     handles = []
     for i in range(runs):
         run = RunDir(root / f"bench-{i:02d}")

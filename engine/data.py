@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from engine.config import DataCfg
+from fa_contract.config import DataCfg
 from engine.data_files import data_root, find_files, missing_files, search_dirs
 
 # The torchvision classes that read (and download) each dataset in torchvision's own layout.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.config import OptimCfg
+from fa_contract.config import OptimCfg
 
 
 # --- the LR schedule ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.data import Batches, eval_batches, load_data, normalise
 from engine.diagnostics import Diagnostics
 from engine.layers import attach

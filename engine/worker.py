@@ -28,8 +28,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from engine.config import Config
-from engine.rundir import CHECKPOINT, EVENTS, HEARTBEAT_S, SUMMARY, RunDir, Status, append_event
+from fa_contract.config import Config
+from fa_contract.rundir import CHECKPOINT, EVENTS, HEARTBEAT_S, SUMMARY, RunDir, Status, append_event
 
 if TYPE_CHECKING:
     from engine.train import Trainer

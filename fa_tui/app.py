@@ -20,7 +20,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui.core.queue import LaunchQueue
 from fa_tui.core.store import RunStore, Snapshot
 from fa_tui.screens.messages import MonitorRuns, RunsLaunched, RunsUpdated

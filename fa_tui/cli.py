@@ -25,7 +25,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from engine.rundir import CONFIG, RunDir, list_runs, resolve_runs_dir
+from fa_contract.rundir import CONFIG, RunDir, list_runs, resolve_runs_dir
 from fa_tui.core.runtable import STATE_STYLE, build_row, best_val_acc, fmt_elapsed, progress_bar
 
 if TYPE_CHECKING:

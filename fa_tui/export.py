@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from engine.rundir import CONFIG, RunDir, iter_metric, list_runs
+from fa_contract.rundir import CONFIG, RunDir, iter_metric, list_runs
 
 FORMATS = ("json", "csv", "md", "tex")
 #: column -> dotted config key, always shown

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import tomli_w
 
-from engine.config import Config
-from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, Status, pid_alive
+from fa_contract.config import Config
+from fa_contract.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, Status, pid_alive
 
 #: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
 ROOT = Path(__file__).resolve().parent.parent

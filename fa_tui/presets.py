@@ -28,7 +28,7 @@ from typing import Any, Iterable, Literal
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.data_files import missing_files
 
 #: the repository's presets/ (a clone, an editable install), else the copy a wheel carries

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import Config
-from engine.rundir import EVENTS, LOG, EventLog, RunDir, Status, list_runs
+from fa_contract.config import Config
+from fa_contract.rundir import EVENTS, LOG, EventLog, RunDir, Status, list_runs
 from fa_tui.cli import app
 from fa_tui.launch import create_run, run_queue, stop
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rich.style import Style
 
-from engine.config import Config
-from engine.rundir import EventLog
+from fa_contract.config import Config
+from fa_contract.rundir import EventLog
 from fa_tui.core import chart, form, heatmap, panels, runtable, series
 from fa_tui.core.downsample import bucket_means, minmax
 from fa_tui.core.store import RunStore
@@ -305,7 +305,7 @@ def test_form_sweep_round_trips_through_a_preset(tmp_path):
 
 # --- the launch queue ---------------------------------------------------------------------------
 def test_launch_queue_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
-    from engine.rundir import RunDir, Status
+    from fa_contract.rundir import RunDir, Status
     from fa_tui.core.queue import LaunchQueue
 
     calls, procs = [], []
@@ -347,7 +347,7 @@ def test_launch_queue_pending_cancel_and_resume_rules(tmp_path):
     having no checkpoint)."""
     import socket
 
-    from engine.rundir import RunDir, Status
+    from fa_contract.rundir import RunDir, Status
     from fa_tui.core.queue import LaunchQueue
 
     procs = []

@@ -17,7 +17,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from datafiles import (ids, md5_checked, stamped_images, write_cifar10, write_cifar100,
                        write_idx, write_mnist_like)
 from engine import data, data_files
-from engine.config import DataCfg
+from fa_contract.config import DataCfg
 from engine.data import Batches, Splits, augment, eval_batches, load_data, normalise, read_idx
 from engine.data_files import data_root, find_files, missing_files
 
@@ -56,7 +56,7 @@ def check_split(s: Splits, written: dict[str, torch.Tensor], val_size: int) -> N
 
 # --- data_files ------------------------------------------------------------------------------
 def test_data_files_does_not_import_torch():
-    code = ("import sys, engine.data_files as d; from engine.config import DataCfg; "
+    code = ("import sys, engine.data_files as d; from fa_contract.config import DataCfg; "
             "d.missing_files(DataCfg(name='cifar10')); "
             "assert not {'torch', 'torchvision'} & set(sys.modules), 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import Config
-from engine.rundir import EVENTS, RunDir, Status, append_event
+from fa_contract.config import Config
+from fa_contract.rundir import EVENTS, RunDir, Status, append_event
 from fa_tui.cli import app
 from fa_tui.export import curve_table, find_runs, render, summary_table
 from fa_tui.launch import create_run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config
+from fa_contract.config import Config
 from fa_tui.presets import (PresetError, describe, load_plan, load_preset, resolve_preset,
                             save_preset, shipped_presets)
 

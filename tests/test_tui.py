@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine.rundir import list_runs
+from fa_contract.rundir import list_runs
 from fa_tui.app import FaApp
 from fa_tui.launch import stop
 from fa_tui.screens.dialogs import ConfirmScreen, PromptScreen

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rundir
-from engine.config import Config
-from engine.rundir import CHECKPOINT, EventLog, RunDir
+from fa_contract import rundir
+from fa_contract.config import Config
+from fa_contract.rundir import CHECKPOINT, EventLog, RunDir
 from engine.worker import main as worker_main
 from fa_tui.launch import create_run, spawn, stop
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tomli_w
 
-from engine.config import Config
+from fa_contract.config import Config
 
 T0 = 1_750_000_000.0      # every timestamp is T0 + something; the app's clock is frozen at NOW
 NOW = T0 + 3600.0

@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.data_files import missing_files
 
 Values = Mapping[str, Any]

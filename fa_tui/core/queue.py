@@ -15,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui.launch import worker_alive
 
 Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)

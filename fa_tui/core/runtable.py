@@ -8,7 +8,7 @@ from typing import Sequence
 
 from rich.text import Text
 
-from engine.rundir import Status
+from fa_contract.rundir import Status
 
 #: (row attribute, header); `mark` is the multi-selection tick.
 COLUMNS: tuple[tuple[str, str], ...] = (

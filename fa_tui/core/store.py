@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
-from engine.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
+from fa_contract.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
 from fa_tui.core.runtable import RunRow, best_val_acc, build_row
 
 

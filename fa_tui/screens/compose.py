@@ -13,7 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from engine.config import Config
+from fa_contract.config import Config
 from fa_tui.core.form import (DEVICE, FORM, JOBS, SEEDS, Composition, compose, default_values,
                               device_choices, flatten, kind, to_text)
 from fa_tui.launch import create_run

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui import export
 
 WHAT = (("summary, mean ± std over seeds", "grouped"), ("summary, one row per run", "runs"),

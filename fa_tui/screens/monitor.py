@@ -12,7 +12,7 @@ from textual.containers import Grid, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.config import Config
+from fa_contract.config import Config
 from fa_tui.core.panels import (SPLIT_MODES, angle_series, config_text, curve_series, legend,
                                 rank_blocks, series_legend)
 from fa_tui.core.runtable import STATE_STYLE

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui.core.runtable import SORT_KEYS, matches, sort_rows
 from fa_tui.core.store import Snapshot
 from fa_tui.screens.dialogs import ConfirmScreen
