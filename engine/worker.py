@@ -28,27 +28,26 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from fa_contract import status as status_file
+from fa_contract.atomic import atomic_file, open_log
 from fa_contract.config import Config
-from fa_contract.rundir import CHECKPOINT, EVENTS, HEARTBEAT_S, SUMMARY, RunDir, Status, append_event
+from fa_contract.rundir import CHECKPOINT, EVENTS, SUMMARY, RunDir, Status, append_event
+from fa_contract.summary import KEYS as SUMMARY_KEYS
 
 if TYPE_CHECKING:
     from engine.train import Trainer
 
-#: summary.json keys that exist even when the trainer could not be built (docs/run-directory.md)
-SUMMARY_KEYS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_train_loss",
-                "steps", "epochs", "device")
+#: attempts (and seconds between them) at writing the final status before giving up
+FINAL_TRIES, FINAL_WAIT_S = 20, 0.5
 
 
 def save_checkpoint(trainer: Trainer, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, fsync, rename: a reader (or a
-    resume after a crash mid-save) only ever sees a complete checkpoint."""
+    """torch.save through the contract's atomic writer: a reader (or a resume after a crash
+    mid-save) only ever sees a complete checkpoint, and temporary files of killed workers are
+    removed."""
     import torch
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path, "wb") as f:
         torch.save(trainer.state_dict(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(trainer: Trainer, path: Path) -> None:
@@ -83,8 +82,9 @@ class Worker:
         restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.stop_requested.set)
         try:
             # a fresh start begins a fresh history; a resume appends (EventLog's resume rule)
-            mode = "a" if self.resume else "w"
-            with open(self.rundir.file(EVENTS), mode, encoding="utf-8") as self.events:
+            # (a partial last line left by a crash is completed first, so the resume event
+            # is not glued onto it and lost; a symbolic link is never written through)
+            with open_log(self.rundir.file(EVENTS), append=self.resume) as self.events:
                 self.rundir.file(SUMMARY).unlink(missing_ok=True)   # written again at the end
                 self._write_status()
                 beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
@@ -154,9 +154,17 @@ class Worker:
             # the trainer's clock only advances at epoch ends; count up to the failure
             summary["wall_s"] = self._base_wall + time.perf_counter() - self._t0
         summary.update(status=state, reason=reason)
-        self.rundir.write_summary(summary)
+        with contextlib.suppress(OSError):      # the status below matters more
+            self.rundir.write_summary(summary)
         self.status.state, self.status.reason = state, reason
-        self._write_status()
+        # retried: a final status left `running` would read as a vanished worker later
+        for attempt in range(FINAL_TRIES):
+            try:
+                self._write_status()
+                return
+            except OSError as e:
+                print(f"writing the final status failed ({e}); retrying", file=sys.stderr)
+                time.sleep(FINAL_WAIT_S * min(attempt + 1, 4))
 
     # --- status ----------------------------------------------------------------------------
     def _write_status(self) -> None:
@@ -166,8 +174,11 @@ class Worker:
     def _heartbeat(self) -> None:
         """Rewrite status.json every HEARTBEAT_S: a live worker is one whose heartbeat is
         fresh; the step it carries is the progress readers show between events."""
-        while not self._ended.wait(HEARTBEAT_S):
-            self._write_status()
+        while not self._ended.wait(status_file.HEARTBEAT_S):
+            try:
+                self._write_status()
+            except OSError as e:    # a full disk, a network file system hiccup: beat again
+                print(f"heartbeat: cannot write status.json ({e})", file=sys.stderr)
 
 
 def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callable[[], None]:

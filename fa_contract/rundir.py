@@ -1,36 +1,47 @@
 """The run directory: the public, versioned contract between a worker and everything that
-reads it (CLI, TUI, export). Torch-free, so the TUI can import it.
+reads it (CLI, TUI, export). Torch-free and pydantic-free, so the TUI can import it.
 
 A run directory is written only by its worker process (and, before the worker starts, by
-the launcher, which creates it with config.toml and a `queued` status). Layout (docs/run-directory.md):
+the launcher, which creates it with config.toml and a `queued` status). Layout
+(docs/run-directory.md, generated from the records in fa_contract):
 
     config.toml     the resolved Config (never changes after launch)
-    status.json     state, pid, host, heartbeat, reason, step, total_steps (atomic rewrite)
-    events.jsonl    one JSON object per line, appended and flushed per line
-    summary.json    final figures (atomic), written when the run ends in any state
+    status.json     fa_contract.status.Status (atomic rewrite)
+    events.jsonl    fa_contract.events, one JSON object per line, appended and flushed per line
+    summary.json    fa_contract.summary.Summary (atomic), written when the run ends in any state
     checkpoint.pt   latest checkpoint (atomic), every epoch and on stop
     worker.log      the worker's stdout/stderr
+
+Every reader here is total: any bytes in any file give a value (a `corrupt` status with a
+one-line reason, no summary, skipped events), never an exception.
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
+import re
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
-STATES = ("queued", "running", "done", "failed", "stopped", "diverged")
-ACTIVE_STATES = ("queued", "running")
-HEARTBEAT_S = 5.0
-#: a running worker whose heartbeat is older than this (and whose pid is gone) has died.
-STALE_AFTER_S = 30.0
+from fa_contract.atomic import write_atomic
+from fa_contract.events import ContractError, EventLog, append_event, clean_json, iter_metric
+from fa_contract.status import (ACTIVE_STATES, CORRUPT, HEARTBEAT_S, STALE_AFTER_S, STATES,
+                                Status, corrupt, parse_status)
+from fa_contract.summary import Summary, parse_summary
+from fa_contract.typed import problem
+from fa_contract.version import FORMAT_VERSION
 
+__all__ = ["ACTIVE_STATES", "CORRUPT", "HEARTBEAT_S", "STALE_AFTER_S", "STATES", "Status",
+           "EventLog", "append_event", "clean_json", "iter_metric", "RunDir", "RunView",
+           "list_runs", "resolve_runs_dir", "safe_name", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = FORMAT_VERSION
 CONFIG, STATUS, EVENTS, SUMMARY, CHECKPOINT, LOG = (
     "config.toml", "status.json", "events.jsonl", "summary.json", "checkpoint.pt", "worker.log")
+#: the sections of config.toml (fa_contract.config.Config's fields; a test keeps them equal)
+SECTIONS = ("run", "data", "model", "rule", "norm", "optim", "train", "metrics")
+_MAX_READ = 16 << 20           # a status or summary larger than this is not one
 
 
 def resolve_runs_dir(option: str | os.PathLike | None = None) -> Path:
@@ -38,80 +49,30 @@ def resolve_runs_dir(option: str | os.PathLike | None = None) -> Path:
     return Path(option or os.environ.get("FA_TUI_RUNS") or "runs")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`, so a
-    reader never sees a half-written file, whatever happens to the writer."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def safe_name(name: str) -> str:
+    """A run name as a directory name: a portable character set, never hidden or empty."""
+    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", name).lstrip(".") or "run"
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def clean_json(obj: Any) -> Any:
-    """Replace NaN/inf floats by None: events stay strict JSON (a diverged loss is recorded
-    as null plus the `diverged` event saying why)."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {k: clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_json(v) for v in obj]
-    return obj
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+def one_line(text: str | None, width: int = 200) -> str | None:
+    """The first line of a (multi-line) reason, marked when something was cut."""
+    if text is None:
+        return None
+    lines = text.strip().splitlines() or [""]
+    first = lines[0]
+    cut = len(lines) > 1 or len(first) > width
+    return first[:width] + (" …" if cut else "")
 
 
 @dataclass
-class Status:
-    state: str = "queued"
-    pid: int | None = None
-    host: str = field(default_factory=socket.gethostname)
-    heartbeat: float = field(default_factory=time.time)
-    started: float | None = None
-    reason: str | None = None
-    step: int = 0
-    total_steps: int | None = None
-    device: str | None = None
-    v: int = SCHEMA_VERSION
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def is_stale(self, now: float | None = None) -> bool:
-        """A running worker that stopped beating and whose pid is gone (same host), or whose
-        heartbeat is very old (other host, where the pid cannot be checked)."""
-        if self.state != "running":
-            return False
-        age = (now or time.time()) - self.heartbeat
-        if self.host == socket.gethostname():
-            return not pid_alive(self.pid) and age > HEARTBEAT_S * 2 or age > STALE_AFTER_S * 10
-        return age > STALE_AFTER_S
+class RunView:
+    """Everything a table row or an export record needs, read totally: `problem` says in one
+    line what could not be read (then `status.state` is `corrupt` when nothing better is known)."""
+    run: RunDir
+    config: dict
+    status: Status
+    summary: dict | None
+    problem: str | None
 
 
 class RunDir:
@@ -130,18 +91,43 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def _read(self, name: str) -> bytes:
+        with open(self.file(name), "rb") as f:
+            return f.read(_MAX_READ)
+
     # --- readers -----------------------------------------------------------------------------
     def read_config(self) -> dict:
-        with open(self.file(CONFIG), "rb") as f:
-            return tomllib.load(f)
+        """config.toml as a dict; raises ValueError with a one-line message naming the file
+        when it cannot be read (`config_or_problem` never raises)."""
+        config, bad = self.config_or_problem()
+        if bad:
+            raise ValueError(bad)
+        return config
+
+    def config_or_problem(self) -> tuple[dict, str | None]:
+        """(config, None), or (the sections that could be read, why not all)."""
+        where = self.file(CONFIG)
+        try:
+            doc = tomllib.loads(self._read(CONFIG).decode("utf-8"))
+        except OSError as e:
+            return {}, f"{where}: cannot read: {e.strerror or e}"
+        except UnicodeDecodeError:
+            return {}, f"{where}: not UTF-8 text"
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
+            return {}, f"{where}: invalid TOML: {one_line(str(e))}"
+        bad = [k for k in SECTIONS if k in doc and not isinstance(doc[k], dict)]
+        if bad:
+            good = {k: v for k, v in doc.items() if k not in bad}
+            return good, f"{where}: {bad[0]} is {type(doc[bad[0]]).__name__}, expected a table"
+        return doc, None
 
     def read_status(self) -> Status:
-        """The status as the worker last wrote it, with a dead worker shown as `failed`."""
+        """The status as last written, with a dead worker shown as `failed` and an unreadable
+        file as `corrupt` (reason says why)."""
         try:
-            raw = json.loads(self.file(STATUS).read_text(encoding="utf-8"))
-            st = Status(**{k: raw[k] for k in Status.__dataclass_fields__ if k in raw})
-        except (OSError, ValueError, TypeError):
-            return Status(state="failed", reason="status.json missing or unreadable")
+            st = parse_status(self._read(STATUS), str(self.file(STATUS)))
+        except OSError as e:
+            return corrupt(f"{self.file(STATUS)}: cannot read: {e.strerror or e}")
         if st.is_stale():
             st.state = "failed"
             st.reason = (f"worker vanished: pid {st.pid} on {st.host} is gone and its heartbeat "
@@ -149,18 +135,36 @@ class RunDir:
         return st
 
     def read_summary(self) -> dict | None:
+        return self.summary_or_problem()[0]
+
+    def summary_or_problem(self) -> tuple[dict | None, str | None]:
         try:
-            return json.loads(self.file(SUMMARY).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+            data = self._read(SUMMARY)
+        except FileNotFoundError:
+            return None, None
+        except OSError as e:
+            return None, f"{self.file(SUMMARY)}: cannot read: {e.strerror or e}"
+        return parse_summary(data, str(self.file(SUMMARY)))
 
     def read_events(self) -> list[dict]:
         log = EventLog(self.file(EVENTS))
         log.poll()
         return log.events
 
+    def view(self) -> RunView:
+        """Config, status and summary, with the first problem found. A run whose config or
+        status cannot be read is `corrupt`; a bad summary is a problem but not a state."""
+        config, bad_config = self.config_or_problem()
+        status = self.read_status()
+        summary, bad_summary = self.summary_or_problem()
+        bad_status = status.reason if status.state == CORRUPT else None
+        problem = bad_config or bad_status or bad_summary
+        if bad_config and status.state != CORRUPT:
+            status.state, status.reason = CORRUPT, bad_config
+        return RunView(self, config, status, summary, problem)
+
     def has_checkpoint(self) -> bool:
-        return self.file(CHECKPOINT).exists()
+        return self.file(CHECKPOINT).is_file()
 
     def log_tail(self, lines: int = 50) -> list[str]:
         try:
@@ -173,89 +177,54 @@ class RunDir:
         return text.splitlines()[-lines:]
 
     # --- writer helpers (worker and launcher only) --------------------------------------------
-    def write_status(self, status: Status) -> None:
-        status.heartbeat = time.time()
-        write_json_atomic(self.file(STATUS), status.__dict__)
+    def write_config(self, config: dict) -> None:
+        """config.toml (the launcher, once, before the worker starts)."""
+        import tomli_w
+        write_atomic(self.file(CONFIG), tomli_w.dumps(config))
+
+    def write_status(self, status: Status, beat: bool = True) -> None:
+        """status.json, atomically; `beat` stamps the heartbeat with the time now (fixtures
+        with a frozen clock pass False)."""
+        if beat:
+            status.heartbeat = time.time()
+        write_atomic(self.file(STATUS), status.to_json())
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.file(SUMMARY), clean_json(summary))
-
-
-class EventLog:
-    """Incremental, tolerant reader of events.jsonl.
-
-    `poll()` reads only what was appended since the last call; a trailing line without a
-    newline is left for the next poll (it may be half-written); a corrupt line is counted in
-    `skipped` and ignored. A `resume` event at step k means the worker restarted from a
-    checkpoint taken at step k: events after step k from the earlier attempt are superseded
-    and dropped, so the history always reads as one uninterrupted run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.events: list[dict] = []
-        self.skipped = 0
-        self._offset = 0
-        self._partial = b""
-
-    def poll(self) -> list[dict]:
-        """Read newly appended events; returns them (after resume handling)."""
-        try:
-            with open(self.path, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                if size < self._offset:          # truncated or replaced: start again
-                    self.__init__(self.path)
-                f.seek(self._offset)
-                chunk = f.read()
-        except OSError:
-            return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        new = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                self.skipped += 1
-                continue
-            if not isinstance(ev, dict) or "type" not in ev:
-                self.skipped += 1
-                continue
-            if ev["type"] == "resume":
-                k = ev.get("step", 0)
-                self.events = [e for e in self.events if e.get("step", 0) <= k or e["type"] == "start"]
-                new = [e for e in new if e.get("step", 0) <= k or e["type"] == "start"]
-            self.events.append(ev)
-            new.append(ev)
-        return new
-
-
-def append_event(f, event: dict) -> None:
-    """Append one event as a single line and flush it, so a reader sees whole lines only."""
-    event = {"v": SCHEMA_VERSION, "t": round(time.time(), 3), **clean_json(event)}
-    f.write(json.dumps(event, allow_nan=False, separators=(",", ":")) + "\n")
-    f.flush()
+        """summary.json, atomically, checked against fa_contract.summary.Summary."""
+        import json
+        summary = clean_json(summary)
+        bad = problem(Summary, summary, "summary")
+        if bad:
+            raise ContractError(bad)
+        write_atomic(self.file(SUMMARY), json.dumps(summary, indent=1, allow_nan=False))
 
 
 def list_runs(runs_dir: Path) -> list[RunDir]:
     """Every run directory (a folder holding config.toml) under `runs_dir`, newest first.
     Hidden folders are skipped: the launcher builds a run in `.new-*` and renames it into
     place, so a run appears complete or not at all."""
-    if not runs_dir.is_dir():
+    try:
+        entries = list(Path(runs_dir).iterdir())
+    except OSError:
         return []
-    runs = [RunDir(p) for p in runs_dir.iterdir()
-            if not p.name.startswith(".") and (p / CONFIG).is_file()]
-    return sorted(runs, key=lambda r: r.file(CONFIG).stat().st_mtime, reverse=True)
+    stamped = []
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        try:
+            stamped.append((p.joinpath(CONFIG).stat().st_mtime, RunDir(p)))
+        except OSError:             # not a run, or removed meanwhile
+            continue
+    return [r for _, r in sorted(stamped, key=lambda s: s[0], reverse=True)]
 
 
-def iter_metric(events: Iterable[dict], etype: str, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one scalar field of one event type, skipping nulls."""
-    xs, ys = [], []
-    for e in events:
-        if e.get("type") == etype and e.get(key) is not None:
-            xs.append(e.get("step", 0))
-            ys.append(e[key])
-    return xs, ys
+def resolve_run(arg: str | os.PathLike, runs_dir: Path) -> RunDir | None:
+    """A run named on a command line: a run under `runs_dir` of that name first (what `ls`
+    shows), else a path to a run directory. None when neither exists."""
+    text = str(arg)
+    if "/" not in text and text not in (".", ".."):
+        under = Path(runs_dir) / text
+        if under.joinpath(CONFIG).is_file():
+            return RunDir(under)
+    path = Path(arg)
+    return RunDir(path) if path.joinpath(CONFIG).is_file() else None

@@ -3,8 +3,9 @@
 Summary table: one row per run — the key config fields (rule, model, data, optim, norm, lr,
 plus every other config key that differs between the exported runs), the state, the test and
 validation accuracies and, per weight layer, the final diagnostics of summary.json. Runs whose
-configs differ only by seed form one row with mean ± sample std and n, which is what a paper
-reports. A run without summary.json (still running, or killed) is exported from its events,
+come from one sweep and differ only by seed form one row with mean ± sample std and n, which is
+what a paper reports (fa_tui/core/grouping.py; a repeated seed is flagged, never counted twice).
+A run that cannot be read is skipped and named in `Table.skipped`. A run without summary.json (still running, or killed) is exported from its events,
 so no metric is lost.
 
 Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
@@ -17,22 +18,20 @@ import csv
 import io
 import json
 import math
-import re
 import statistics
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from fa_contract.rundir import CONFIG, RunDir, iter_metric, list_runs
+from fa_contract.dotted import flatten as _flatten
+from fa_contract.rundir import CONFIG, CORRUPT, RunDir, iter_metric, list_runs, resolve_run
+from fa_tui.core.grouping import NOT_CONDITIONS, seed_groups, sweep_name
 
 FORMATS = ("json", "csv", "md", "tex")
 #: column -> dotted config key, always shown
 KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
                "optim": "optim.name", "norm": "norm.name", "lr": "optim.lr"}
-#: config keys that do not define the experiment: seeds are grouped over, the rest ignored
-NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download")
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 LAYER_METRICS = ("erank_err", "erank_err_bp", "angle_delta", "angle_grad", "angle_weight")
 CURVE_EVENTS = ("train", "eval", "diag", "test")
@@ -61,6 +60,8 @@ class Stat:
 class Table:
     columns: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: one line per run left out (cannot be read) or seed not counted twice, for stderr
+    notes: list[str] = field(default_factory=list)
 
 
 # --- which runs -----------------------------------------------------------------------------
@@ -70,15 +71,16 @@ def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> li
     found: dict[Path, RunDir] = {}
     for target in targets:
         path = Path(target)
-        if (path / CONFIG).is_file():
-            runs = [RunDir(path)]
+        run = resolve_run(target, Path(runs_dir)) if runs_dir is not None else None
+        if run is None and (path / CONFIG).is_file():
+            run = RunDir(path)
+        if run is not None:            # the same rule as `show` (fa_contract.rundir.resolve_run)
+            runs = [run]
         elif path.is_dir():
             runs = sorted(list_runs(path), key=lambda r: r.name)
             if not runs:
                 raise ExportError(f"{target}: no runs in this directory (a run directory holds "
                                   f"{CONFIG})")
-        elif runs_dir is not None and (Path(runs_dir) / target / CONFIG).is_file():
-            runs = [RunDir(Path(runs_dir) / target)]
         else:
             where = f" nor a run under {runs_dir}" if runs_dir is not None else ""
             raise ExportError(f"{target}: not a run directory, a directory of runs{where}. "
@@ -89,16 +91,14 @@ def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> li
 
 
 def record(run: RunDir) -> dict:
-    """summary.json plus name, state (a dead worker reads as failed) and config.toml; for a
-    run without a summary, the same figures recovered from its events."""
-    try:
-        config = run.read_config()
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ExportError(f"{run.path}: unreadable {CONFIG}: {e}") from None
-    status = run.read_status()
-    summary = run.read_summary() or _from_events(run.read_events())
-    return {**summary, "name": run.name, "status": status.state,
-            "reason": status.reason or summary.get("reason"), "config": config}
+    """summary.json plus name, state (a dead worker reads as failed, an unreadable run as
+    corrupt), config.toml and `problem` (what could not be read, or None); for a run without
+    a readable summary, the same figures recovered from its events. Never raises."""
+    view = run.view()
+    summary = view.summary or _from_events(run.read_events())
+    return {**summary, "name": run.name, "status": view.status.state,
+            "reason": view.status.reason or summary.get("reason"), "config": view.config,
+            "problem": view.problem}
 
 
 def _from_events(events: list[dict]) -> dict:
@@ -113,8 +113,15 @@ def _from_events(events: list[dict]) -> dict:
 
 # --- summary table --------------------------------------------------------------------------
 def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = True) -> Table:
-    """One row per condition (mean ± std over seeds) or, with group=False, per run."""
-    records = [record(r) for r in runs]
+    """One row per condition (mean ± std over seeds) or, with group=False, per run. Runs
+    that cannot be read are left out and named in `notes`."""
+    records, notes = [], []
+    for run in runs:
+        rec = record(run)
+        if rec["status"] == CORRUPT:
+            notes.append(f"skipped {run.path}: {rec['reason']}")
+        else:
+            records.append(rec)
     flats = [_flatten(r["config"]) for r in records]
     config_cols = dict(KEY_COLUMNS)
     shown = set(KEY_COLUMNS.values()) | set(NOT_CONDITIONS)
@@ -132,14 +139,20 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         layer_cols = [f"{name}.{m}" for name in names for m in LAYER_METRICS
                       if any(_layer_value(r, name, m) is not None for r in records)]
 
-    groups: dict[str, list[int]] = {}
-    for i, flat in enumerate(flats):
-        key = _key({k: v for k, v in flat.items() if k not in NOT_CONDITIONS}) if group else str(i)
-        groups.setdefault(key, []).append(i)
+    if group:
+        groups = seed_groups([r["name"] for r in records], [r["config"] for r in records])
+        for g in groups:
+            for i in g.repeated:
+                notes.append(f"{records[i]['name']}: seed {flats[i].get('run.seed')} of "
+                             f"{g.name} is already counted; not counted again")
+        member_lists = [g.members for g in groups]
+    else:
+        member_lists = [[i] for i in range(len(records))]
 
     seed_cols = ["n", "seeds"] if group else ["seed"]
-    table = Table(["run", *config_cols, *seed_cols, "status", *RUN_METRICS, *layer_cols])
-    for members in groups.values():
+    table = Table(["run", *config_cols, *seed_cols, "status", *RUN_METRICS, *layer_cols],
+                  notes=notes)
+    for members in member_lists:
         recs = [records[i] for i in members]
         first = flats[members[0]]
         row: dict[str, Any] = {"run": _group_name([r["name"] for r in recs]) if group
@@ -162,18 +175,8 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
     return table
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _key(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def _layer_value(rec: dict, layer: str, metric: str) -> float | None:
@@ -182,7 +185,7 @@ def _layer_value(rec: dict, layer: str, metric: str) -> float | None:
 
 def _group_name(names: list[str]) -> str:
     """The members' common name once their seed label is removed, else the first name."""
-    stripped = {re.sub(r"[-_]?seed=\d+", "", n) for n in names}
+    stripped = {sweep_name(n) for n in names}
     return stripped.pop() if len(stripped) == 1 else names[0]
 
 
@@ -205,7 +208,7 @@ def curve_table(runs: Sequence[RunDir]) -> Table:
                 continue
             row = {"run": run.name}
             for k, v in event.items():
-                if k == "layers":
+                if k == "layers" and isinstance(v, dict):
                     for layer, metrics in v.items():
                         row.update({f"{layer}.{m}": x for m, x in metrics.items()})
                 elif k != "v":
@@ -233,7 +236,7 @@ def _json(table: Table) -> str:
             return None
         return v
     rows = [{k: plain(v) for k, v in row.items()} for row in table.rows]
-    return json.dumps(rows, indent=1, allow_nan=False) + "\n"
+    return json.dumps(rows, indent=1, allow_nan=False, default=str) + "\n"
 
 
 def _csv(table: Table) -> str:

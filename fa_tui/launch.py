@@ -21,21 +21,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import tomli_w
+from fa_contract.rundir import (ACTIVE_STATES, CONFIG, CORRUPT, EVENTS, LOG, EventLog, RunDir,
+                                Status, safe_name)
+from fa_contract.status import worker_alive
+from fa_tui.core.queue import LaunchQueue
 
-from fa_contract.config import Config
-from fa_contract.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, EventLog, RunDir, Status, pid_alive
+if TYPE_CHECKING:
+    from fa_contract.config import Config
+
+__all__ = ["create_run", "spawn", "stop", "worker_alive", "resume_refusal", "run_queue",
+           "RunProgress"]
 
 #: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
 ROOT = Path(__file__).resolve().parent.parent
 GPU_LIST = re.compile(r"^\d+(,\d+)*$")
-
-
-def safe_name(name: str) -> str:
-    """A run name as a directory name: a portable character set, never hidden or empty."""
-    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", name).lstrip(".") or "run"
 
 
 def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
@@ -57,8 +58,7 @@ def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
             if (runs_dir / final).exists():
                 continue
             named = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": final})})
-            text = tomli_w.dumps(named.model_dump(mode="json", exclude_none=True))
-            (tmp / CONFIG).write_text(text, encoding="utf-8")
+            RunDir(tmp).write_config(named.model_dump(mode="json", exclude_none=True))
             RunDir(tmp).write_status(Status(state="queued"))
             try:
                 os.rename(tmp, runs_dir / final)
@@ -102,18 +102,22 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
     return proc
 
 
-def worker_alive(status: Status) -> bool:
-    """Whether the worker that wrote `status` still runs: on this host its pid must be alive
-    and still be a worker (pids are reused); on another host its heartbeat must be fresh."""
-    if status.host != socket.gethostname():
-        return status.active and not status.is_stale()
-    if not pid_alive(status.pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{status.pid}/cmdline").read_bytes()
-    except OSError:            # no /proc (macOS): trust the pid
-        return True
-    return b"engine.worker" in cmdline
+def resume_refusal(run: RunDir) -> str | None:
+    """The one resume policy (CLI `resume`, the Runs screen): why `run` must not be resumed,
+    or None. A live worker has it; a done run has nothing left to do; a diverged run would
+    repeat the same steps; a corrupt one cannot be read. Stopped, failed and queued runs may
+    (a run without a checkpoint starts over)."""
+    status = run.read_status()
+    if status.state == "running" and worker_alive(status):
+        return f"{run.name} is running (pid {status.pid} on {status.host}); nothing to resume"
+    if status.state == "done":
+        return f"{run.name} is done; nothing to resume"
+    if status.state == "diverged":
+        return (f"{run.name} diverged ({status.reason}); resuming would repeat the same steps. "
+                f"Start a new run instead, e.g. with a lower optim.lr")
+    if status.state == CORRUPT:
+        return f"{run.name} cannot be read ({status.reason}); not resumed"
+    return None
 
 
 def stop(run: RunDir) -> bool:
@@ -173,7 +177,6 @@ def run_queue(runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence[str] | None 
     On KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one by the CLI) running workers are
     stopped — they checkpoint — and waited for, runs not yet started are marked stopped, and
     the interrupt is raised again."""
-    from fa_tui.core.queue import LaunchQueue
     progress = [RunProgress(run) for run in runs]
     of_run = {id(p.run): p for p in progress}
     slots: list[_Slot] = []

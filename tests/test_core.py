@@ -228,7 +228,7 @@ def test_store_reads_incrementally_and_follows_resume(tmp_path):
     v0, n0 = snap.versions["live"], len(snap.events["live"])
     assert store.refresh({"live"}).versions["live"] == v0          # nothing new: same version
     with open(path / "events.jsonl", "a") as f:
-        f.write(json.dumps({"v": 1, "t": T0, "type": "eval", "step": 12, "split": "val",
+        f.write(json.dumps({"v": 1, "t": T0, "type": "eval", "step": 12, "epoch": 1, "split": "val",
                             "loss": 0.1, "acc": 0.99}) + "\n")
         f.write('{"v": 1, "type": "train", "step": 13, "lo')          # half-written
     snap = store.refresh({"live"})

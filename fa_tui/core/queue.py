@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from fa_contract.rundir import RunDir
-from fa_tui.launch import worker_alive
+from fa_contract.status import worker_alive
 
 Spawn = Callable[..., subprocess.Popen]      # fa_tui.launch.spawn(run, gpu, resume=…)
 

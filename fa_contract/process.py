@@ -1,0 +1,40 @@
+"""Whether a process that wrote a run file still runs. Torch-free; used by readers (stale
+detection), the launcher, the launch queue and the atomic writer (stale temporary files)."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether `pid` runs on this host (a zombie child of ours counts as dead)."""
+    if not pid or pid < 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def worker_alive(pid: int | None, host: str, fresh: bool) -> bool:
+    """Whether the worker `pid` on `host` still runs: on this host its pid must be alive and
+    still be a worker (pids are reused); on another host `fresh` (its heartbeat) decides."""
+    if host != socket.gethostname():
+        return fresh
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:            # no /proc (macOS): trust the pid
+        return True
+    return b"engine.worker" in cmdline
