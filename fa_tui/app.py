@@ -83,11 +83,12 @@ class FaApp(App[None]):
                 self.queue.step()
                 self.post_message(RunsUpdated(self.store.refresh(self.monitored)))
                 failures = 0
-            except OSError as e:     # a run deleted mid-poll, an unreadable directory, no fork
-                failures += 1
+            except Exception as e:  # noqa: BLE001 -- the poller never dies (it also starts
+                failures += 1       # queued runs): a run deleted mid-poll, no fork, a bug
                 if failures == 2:    # twice in a row: not a passing race; say it once
-                    self.call_from_thread(self.notify, str(e), title="Cannot read the runs",
-                                          severity="warning")
+                    self.call_from_thread(self.notify, f"{type(e).__name__}: {e}",
+                                          title="Cannot read the runs", severity="warning",
+                                          markup=False)
             self._wake.wait(self.poll_s)
             self._wake.clear()
 

@@ -263,7 +263,7 @@ def test_form_sweeps_over_lists_and_seeds():
     assert comp.names[0] == "r-rank=4-seed=0" and comp.names[-1] == "r-rank=8-seed=2"
     assert {(c.rule.rank, c.run.seed) for c in comp.configs} == {
         (r, s) for r in (4, 8) for s in range(3)}
-    assert comp.axes == {"rule.rank": [4, 8], "seeds": [0, 1, 2]}
+    assert comp.axes == {"rule.rank": [4, 8], "run.seed": [0, 1, 2]}
 
 
 def test_form_errors_come_from_the_schema_and_land_on_their_field():

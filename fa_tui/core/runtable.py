@@ -19,7 +19,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 SORT_KEYS = ("started", "name", "state", "rule", "model", "data", "optim", "norm", "progress",
              "best_val", "elapsed", "device")
 STATE_STYLE = {"queued": "dim", "running": "bold green", "done": "cyan", "stopped": "yellow",
-               "failed": "bold red", "diverged": "bold magenta"}
+               "failed": "bold red", "diverged": "bold magenta", "corrupt": "red reverse"}
 
 
 @dataclass(frozen=True)

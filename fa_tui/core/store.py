@@ -5,6 +5,10 @@ It reads incrementally: config.toml once, status.json when it changed (or while 
 active, since staleness depends on the clock), events.jsonl only for active runs and the
 runs on screen in Monitor, and only the bytes appended since the last poll (EventLog).
 A runs directory with hundreds of finished runs therefore costs a few stat calls per poll.
+
+The poller never dies: every reader in fa_contract is total (a run that cannot be read is a
+`corrupt` row with a one-line reason), and whatever else goes wrong with one run is caught
+here and shown on that run's row, so one bad directory never hides the others.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
-from fa_contract.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
+from fa_contract.rundir import (CORRUPT, EVENTS, LOG, STATUS, EventLog, RunDir, Status,
+                                list_runs, one_line)
+from fa_contract.status import corrupt
 from fa_tui.core.runtable import RunRow, best_val_acc, build_row
 
 
@@ -22,6 +28,7 @@ class _Entry:
     run: RunDir
     config: dict
     status: Status
+    problem: str | None = None          # why config.toml cannot be read (re-read each poll)
     status_key: tuple[int, int] = (0, 0)
     summary: dict | None = None
     log: EventLog | None = None
@@ -68,24 +75,23 @@ class RunStore:
 
     def _entry(self, run: RunDir) -> _Entry:
         """The run's cached state; a config.toml that cannot be read (edited by hand, or a
-        file system hiccup) is shown with unknown fields and read again next poll."""
+        file system hiccup) is shown as `corrupt` with the reason and read again next poll."""
         entry = self._entries.get(run.name)
-        if entry is None or entry.run.path != run.path:
-            try:
-                config = run.read_config()
-            except (OSError, ValueError):
-                return _Entry(run, {}, Status())
-            entry = self._entries[run.name] = _Entry(run, config, Status())
+        if entry is None or entry.run.path != run.path or entry.problem:
+            config, problem = run.config_or_problem()
+            entry = self._entries[run.name] = _Entry(run, config, Status(), problem=problem)
         return entry
 
     def _update(self, entry: _Entry, watched: bool) -> None:
         key = _stat_key(entry.run.file(STATUS))
         changed = key != entry.status_key
-        if changed or entry.status.active:
+        if changed or entry.status.active or entry.problem:
             entry.status_key = key
             entry.status = entry.run.read_status()
             if not entry.status.active and (changed or entry.summary is None):
                 entry.summary = entry.run.read_summary()
+            if entry.problem:
+                entry.status.state, entry.status.reason = CORRUPT, entry.problem
         if entry.status.active or watched or changed:
             if entry.log is None:
                 entry.log = EventLog(entry.run.file(EVENTS))
@@ -114,11 +120,17 @@ class RunStore:
         runs = list_runs(self.runs_dir)
         rows, events, versions, logs, configs, skipped = [], {}, {}, {}, {}, {}
         for run in runs:
-            entry = self._entry(run)
             watched = run.name in watch
-            self._update(entry, watched)
-            rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
-                                  entry.best_val, now))
+            try:
+                entry = self._entry(run)
+                self._update(entry, watched)
+                rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
+                                      entry.best_val, now))
+            except Exception as e:  # noqa: BLE001 -- one run's surprise must not stop the poller
+                self._entries.pop(run.name, None)
+                entry = _Entry(run, {}, corrupt(one_line(f"{type(e).__name__}: {e}") or ""))
+                rows.append(build_row(run.name, entry.status, {}, None, None, now))
+                continue
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)
                 versions[run.name] = entry.version
