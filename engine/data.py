@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fa_contract.config import DataCfg
-from engine.data_files import data_root, find_files, missing_files, search_dirs
+from fa_contract.data_files import data_root, find_files, missing_files, search_dirs
 
 # The torchvision classes that read (and download) each dataset in torchvision's own layout.
 #: torchvision dataset class per name, by class name so that torchvision (which doubles a

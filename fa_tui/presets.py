@@ -27,7 +27,7 @@ from typing import Any, Iterable, Literal
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from engine.data_files import missing_files
+from fa_contract.data_files import missing_files
 from fa_contract.atomic import write_atomic
 from fa_contract.config import Config
 from fa_contract.dotted import nest

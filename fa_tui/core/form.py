@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
-from engine.data_files import missing_files
+from fa_contract.data_files import missing_files
 from fa_contract.config import Config
 from fa_contract.dotted import flatten as _flatten_any
 from fa_contract.dotted import nest as _nest_any
