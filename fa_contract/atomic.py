@@ -29,7 +29,7 @@ def tmp_path(path: Path) -> Path:
 
 def clean_stale_tmp(path: Path) -> list[Path]:
     """Remove the temporary files of `path` left by writers that no longer run."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:
@@ -55,7 +55,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         tmp.unlink()                       # ours, from an earlier failed attempt
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

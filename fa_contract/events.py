@@ -135,7 +135,7 @@ def event_line(event: dict, t: float | None = None) -> str:
     """One event as the line the worker appends (with `v` and `t`), checked against its record."""
     event = {"v": FORMAT_VERSION, "t": round(time.time() if t is None else t, 3),
              **clean_json(event)}
-    bad = problem(TYPES.get(event.get("type"), Event), event, f"{event.get('type')} event")
+    bad = problem(TYPES.get(str(event.get("type")), Event), event, f"{event.get('type')} event")
     if bad:
         raise ContractError(bad)
     return json.dumps(event, allow_nan=False, separators=(",", ":")) + "\n"
@@ -157,7 +157,7 @@ def parse_event(line: bytes) -> tuple[dict | None, str | None]:
     if not isinstance(ev, dict):
         return None, "a line that is not a JSON object"
     bad = (version_problem(ev.get("v", FORMAT_VERSION), "events.jsonl")
-           or problem(TYPES.get(ev.get("type"), Event), ev, f"{ev.get('type')!s:.20} event"))
+           or problem(TYPES.get(str(ev.get("type")), Event), ev, f"{ev.get('type')!s:.20} event"))
     return (None, bad) if bad else (ev, None)
 
 

@@ -22,7 +22,7 @@ from fa_contract.version import FORMAT_VERSION, version_problem
 State = Literal["queued", "running", "done", "failed", "stopped", "diverged", "corrupt"]
 #: the states a writer records; `corrupt` is the readers' word for a run they cannot read
 STATES: tuple[str, ...] = ("queued", "running", "done", "failed", "stopped", "diverged")
-CORRUPT = "corrupt"
+CORRUPT: Literal["corrupt"] = "corrupt"
 ACTIVE_STATES = ("queued", "running")
 HEARTBEAT_S = 5.0
 #: a running worker whose heartbeat is older than this (and whose pid is gone) has died.

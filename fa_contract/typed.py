@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -69,8 +70,9 @@ def check(value: Any, tp: Any, where: str) -> str | None:
                     None)
     if dataclasses.is_dataclass(tp):
         return problem(tp, value, where)  # type: ignore[arg-type]
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float:       # JSON has no NaN or infinity: a writer records those as null
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is type(None):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from fa_contract.rundir import (ACTIVE_STATES, CONFIG, CORRUPT, EVENTS, LOG, EventLog, RunDir,
+from fa_contract.rundir import (ACTIVE_STATES, CORRUPT, EVENTS, LOG, EventLog, RunDir,
                                 Status, safe_name)
 from fa_contract.status import worker_alive
 from fa_tui.core.queue import LaunchQueue

@@ -32,7 +32,6 @@ from fa_contract.atomic import write_atomic
 from fa_contract.config import Config
 from fa_contract.dotted import nest
 from fa_tui.sweep import SEEDS_AXIS, PlannedRun, duplicate, expand, name_order
-from fa_tui.sweep import label as _label
 
 #: the repository's presets/ (a clone, an editable install), else the copy a wheel carries
 PRESETS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "presets",
