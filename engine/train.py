@@ -8,6 +8,9 @@ the run directory and checkpoints `state_dict()` after every `epoch` event.
 The hot loop keeps the GPU busy: losses and accuracies are accumulated on the device and read
 back only every `train.log_every` steps, the first non-finite loss is tracked on the device too,
 and diagnostics run only every `metrics.every` steps (see engine/diagnostics.py).
+
+Length: the Trainer's build, hot loop, evaluation and checkpoint state share its fields; the
+rules, models, optimiser and diagnostics it drives are already modules of their own.
 """
 from __future__ import annotations
 

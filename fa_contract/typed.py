@@ -12,7 +12,6 @@ readers (a newer writer may add keys within a format version)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -24,9 +23,14 @@ def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
     return dataclasses.field(default=default, default_factory=factory, metadata={"doc": text})
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved annotations of a record (cached: readers check every line)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def problem(cls: type, raw: Any, where: str = "") -> str | None:

@@ -5,6 +5,9 @@ Torch-free, and quick to start: presets, the launcher and the exporter are impor
 commands that need them. Every user mistake (bad preset, unknown run, bad option) is one
 message on stderr and exit status 2, never a traceback. `run` and `resume` exit 0 when every
 run ended `done`, 1 otherwise, 130 when interrupted.
+
+Length: one Typer app whose commands share the options, the run resolver and the table
+helpers above; a command moves to its own module when it grows (the exporter already has).
 """
 from __future__ import annotations
 

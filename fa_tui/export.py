@@ -11,6 +11,9 @@ so no metric is lost.
 Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
 columns. Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
 accuracies in percent, json and csv keep raw fractions at full precision.
+
+Length: the two tables, their four renderers and the plot share the column and number
+formatting rules, which is the point of keeping them in one module.
 """
 from __future__ import annotations
 

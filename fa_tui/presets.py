@@ -11,6 +11,10 @@ Every mistake — bad TOML, unknown key, wrong type, out-of-range value, unknown
 extends file, bad --set, bad sweep, missing dataset files — raises PresetError with one message
 naming the file, the dotted key, what was expected and how to fix it: the CLI prints it and
 exits 2 before creating anything.
+
+Length: reading, merging, --set and the friendly error messages stay together because every
+message names the key and the file that the merge tracked; expansion and naming live in
+fa_tui/sweep.py.
 """
 from __future__ import annotations
 
