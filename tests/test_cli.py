@@ -122,12 +122,6 @@ def check_ls_show_export(runs_dir: Path) -> None:
         assert "fc1.erank_err" in row
 
 
-def test_fa_tui_never_imports_torch():
-    code = ("import sys, fa_tui.cli, fa_tui.launch, fa_tui.export, fa_tui.presets; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
-
-
 def test_bad_preset_is_one_message_and_creates_nothing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(TINY.replace("width = 16", "widht = 16"))

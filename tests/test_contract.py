@@ -267,3 +267,17 @@ def test_fa_tui_app_loads_neither_torch_nor_pydantic():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_engine_registries_are_keyed_by_the_schemas_choices():
+    """The lists of choices are written once (fa_contract.config); the engine's registries
+    must offer exactly those names."""
+    from engine.models import BUILDERS
+    from engine.models.activations import ACTIVATIONS as ACTIVATION_MODULES
+    from engine.rules import RULES as RULE_CLASSES
+    from fa_contract import config
+    from fa_tui.core import form
+    assert tuple(RULE_CLASSES) == config.RULES and tuple(BUILDERS) == config.MODELS
+    assert set(ACTIVATION_MODULES) == set(config.ACTIVATIONS)
+    assert form.choices("rule.name") == config.RULES
+    assert form.choices("optim.name") == config.OPTIMISERS

@@ -3,8 +3,6 @@ tests/datafiles.py), the real Debian Fashion-MNIST files when installed, and the
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,15 +54,6 @@ def check_split(s: Splits, written: dict[str, torch.Tensor], val_size: int) -> N
 
 
 # --- data_files ------------------------------------------------------------------------------
-def test_data_files_does_not_import_torch():
-    code = ("import sys, fa_contract.data_files as d; from fa_contract.config import DataCfg; "
-            "d.missing_files(DataCfg(name='cifar10')); "
-            "assert not {'torch', 'torchvision'} & set(sys.modules), 'torch imported'")
-    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-
-
 def test_data_root_order(monkeypatch, tmp_path):
     monkeypatch.delenv("FA_TUI_DATA", raising=False)
     assert data_root(DataCfg()) == Path(user_cache_dir("fa-tui")) / "data"
