@@ -57,7 +57,8 @@ def write(root: Path, runs: int, rate: float, seconds: float) -> None:
         run.write_status(status)
         f = open(run.file("events.jsonl"), "a", encoding="utf-8")
         log = open(run.file("worker.log"), "a", encoding="utf-8")
-        append_event(f, {"type": "start", "config": cfg.model_dump(mode="json"),
+        append_event(f, {"type": "start", "step": 0, "config": cfg.model_dump(mode="json"),
+                         "device": "cpu", "host": "bench", "params": 0, "steps_per_epoch": 10**6,
                          "layers": [{"name": n, "kind": "Linear", "shape": [256, 256]}
                                     for n in LAYERS], "total_steps": 10**6})
         handles.append((run, status, f, log))

@@ -141,7 +141,7 @@ def _read_chain(path: Path, chain: list[Path]) -> list[_Layer]:
     parents: list[_Layer] = []
     if "extends" in doc:
         parents = _read_chain(_find_parent(path, doc["extends"]), [*chain, real])
-    return [*parents, _flatten(doc, path)]
+    return [*parents, _layer_of(doc, path)]
 
 
 def _read_toml(path: Path) -> dict:
@@ -178,7 +178,7 @@ def _find_parent(path: Path, extends: Any) -> Path:
                       f"folder) or use a shipped preset: {', '.join(shipped)}.")
 
 
-def _flatten(doc: dict, path: Path) -> _Layer:
+def _layer_of(doc: dict, path: Path) -> _Layer:
     """Check the file's keys against the schema and flatten them to dotted keys."""
     src = str(path)
     layer = _Layer({}, {}, {})
