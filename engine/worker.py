@@ -67,7 +67,9 @@ class Worker:
         # keep the launcher's start time (it wrote our pid): elapsed then counts from launch
         launched = rundir.read_status()
         started = launched.started if launched.pid == os.getpid() and launched.started else None
-        self.status = Status(state="running", pid=os.getpid(), started=started or time.time())
+        # keys this version does not know (a newer launcher's) are written back unchanged
+        self.status = Status(state="running", pid=os.getpid(), started=started or time.time(),
+                             extra=launched.extra)
         self.stop_requested = threading.Event()
         self.trainer: Trainer | None = None
         self.config: dict | None = None

@@ -75,15 +75,18 @@ def check(value: Any, tp: Any, where: str) -> str | None:
     if dataclasses.is_dataclass(tp):
         return problem(tp, value, where)  # type: ignore[arg-type]
     if tp is float:       # JSON has no NaN or infinity: a writer records those as null
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value))
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = _int64(value) or isinstance(value, float) and math.isfinite(value)
+    elif tp is int:       # counts and pids: a 64-bit integer (a larger one is damage)
+        ok = _int64(value)
     elif tp is type(None):
         ok = value is None
     else:
         ok = isinstance(value, tp)
     return None if ok else f"{where} is {_kind(value)}, expected {_name(tp)}"
+
+
+def _int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
 
 
 def _kind(value: Any) -> str:

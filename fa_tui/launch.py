@@ -98,7 +98,7 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
     # if the worker dies before that, the dead pid makes readers show it as failed
     run.write_status(Status(state="running", pid=proc.pid, started=time.time(),
                             step=previous.step, total_steps=previous.total_steps,
-                            device=previous.device))
+                            device=previous.device, extra=previous.extra))
     return proc
 
 

@@ -19,7 +19,8 @@ from tui_fixtures import _config, write_run
 
 FILES = (CONFIG, STATUS, SUMMARY, EVENTS)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8)
+    | st.sampled_from([2**63, -2**70, 10**400, 1e308, -1e308, 0.5, -1]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
                                                                 max_size=4),
     max_leaves=12)
