@@ -106,8 +106,8 @@ def record(run: RunDir) -> dict:
 
 def _from_events(events: list[dict]) -> dict:
     _, accs = iter_metric(events, "eval", "acc")
-    test = next((e for e in reversed(events) if e.get("type") == "test"), {})
-    diag = next((e for e in reversed(events) if e.get("type") == "diag"), {})
+    test: dict = next((e for e in reversed(events) if e.get("type") == "test"), {})
+    diag: dict = next((e for e in reversed(events) if e.get("type") == "diag"), {})
     return {"test_acc": test.get("acc"), "test_loss": test.get("loss"),
             "best_val_acc": max(accs, default=None), "final_val_acc": accs[-1] if accs else None,
             "steps": max((e.get("step", 0) for e in events), default=0),

@@ -133,6 +133,8 @@ def stop(run: RunDir) -> bool:
         return False
     if not worker_alive(status):
         return False
+    if status.pid is None:
+        return False
     try:
         os.kill(status.pid, signal.SIGTERM)
     except ProcessLookupError:

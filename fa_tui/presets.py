@@ -26,7 +26,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
@@ -383,7 +383,7 @@ def _check_key(key: str, where: str) -> None:
         raise PresetError(f"{where}: unknown key '{key}'. {_suggest_key(key)}")
 
 
-def _suggest_key(key: str, extra: list[str] = ()) -> str:
+def _suggest_key(key: str, extra: Sequence[str] = ()) -> str:
     """The nearest valid dotted key, else the keys of the named section."""
     section, _, field = key.rpartition(".")
     near = [k for k in KEYS if field and k.endswith(f".{field}")][:1]  # model.rank -> rule.rank

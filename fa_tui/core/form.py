@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from fa_contract.data_files import missing_files
 from fa_contract.config import Config
@@ -95,10 +96,11 @@ FIELDS: dict[str, FieldSpec] = {f.path: f for _, group in FORM for f in group}
 
 
 # --- the schema, introspected ----------------------------------------------------------------
-def field_info(path: str):
+def field_info(path: str) -> FieldInfo:
     """pydantic's FieldInfo of a dotted Config path."""
     section, key = path.split(".")
-    return Config.model_fields[section].annotation.model_fields[key]
+    model: type[BaseModel] = Config.model_fields[section].annotation  # type: ignore[assignment]
+    return model.model_fields[key]
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -227,7 +229,7 @@ class Composition:
         return {**doc, "sweep": sweep} if sweep else doc
 
 
-def _message(err: dict) -> str:
+def _message(err: Mapping[str, Any]) -> str:
     return err["msg"].removeprefix("Value error, ")
 
 
