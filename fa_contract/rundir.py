@@ -67,7 +67,7 @@ def one_line(text: str | None, width: int = 200) -> str | None:
 @dataclass
 class RunView:
     """Everything a table row or an export record needs, read totally: `problem` says in one
-    line what could not be read (then `status.state` is `corrupt` when nothing better is known)."""
+    line which file of the run could not be read and why (then `status.state` is `corrupt` when nothing better is known)."""
     run: RunDir
     config: dict
     status: Status
@@ -106,7 +106,7 @@ class RunDir:
 
     def config_or_problem(self) -> tuple[dict, str | None]:
         """(config, None), or (the sections that could be read, why not all)."""
-        where = self.file(CONFIG)
+        where = CONFIG         # the run is named where the reason is shown
         try:
             doc = tomllib.loads(self._read(CONFIG).decode("utf-8"))
         except OSError as e:
@@ -125,9 +125,9 @@ class RunDir:
         """The status as last written, with a dead worker shown as `failed` and an unreadable
         file as `corrupt` (reason says why)."""
         try:
-            st = parse_status(self._read(STATUS), str(self.file(STATUS)))
+            st = parse_status(self._read(STATUS), STATUS)
         except OSError as e:
-            return corrupt(f"{self.file(STATUS)}: cannot read: {e.strerror or e}")
+            return corrupt(f"{STATUS}: cannot read: {e.strerror or e}")
         if st.is_stale():
             st.state = "failed"
             st.reason = (f"worker vanished: pid {st.pid} on {st.host} is gone and its heartbeat "
@@ -143,8 +143,8 @@ class RunDir:
         except FileNotFoundError:
             return None, None
         except OSError as e:
-            return None, f"{self.file(SUMMARY)}: cannot read: {e.strerror or e}"
-        return parse_summary(data, str(self.file(SUMMARY)))
+            return None, f"{SUMMARY}: cannot read: {e.strerror or e}"
+        return parse_summary(data, SUMMARY)
 
     def read_events(self) -> list[dict]:
         log = EventLog(self.file(EVENTS))

@@ -82,7 +82,9 @@ def parse_status(data: bytes | str, where: str = "status.json") -> Status:
         return corrupt(f"{where} is not valid JSON")
     if not isinstance(raw, dict):
         return corrupt(f"{where} holds {type(raw).__name__}, not a JSON object")
-    bad = version_problem(raw.get("v", FORMAT_VERSION), where) or problem(Status, raw, where)
+    bad = version_problem(raw.get("v", FORMAT_VERSION), where)
+    if bad is None and (wrong := problem(Status, raw)):
+        bad = f"{where}: {wrong}"
     if bad:
         return corrupt(bad)
     known = {k: raw[k] for k in FIELDS if k in raw}

@@ -42,5 +42,5 @@ def parse_summary(data: bytes | str, where: str = "summary.json") -> tuple[dict 
         raw = json.loads(data)
     except (ValueError, RecursionError):
         return None, f"{where} is not valid JSON"
-    bad = problem(Summary, raw, where)
-    return (None, bad) if bad else (raw, None)
+    bad = problem(Summary, raw)
+    return (None, f"{where}: {bad}") if bad else (raw, None)

@@ -36,7 +36,7 @@ def hints(cls: type) -> dict[str, Any]:
 def problem(cls: type, raw: Any, where: str = "") -> str | None:
     """What is wrong with `raw` as a `cls` record (the first problem found), or None."""
     if not isinstance(raw, dict):
-        return f"{where or cls.__name__}: expected a JSON object, found {_kind(raw)}"
+        return f"{where + ' is ' if where else ''}not a JSON object but {_kind(raw)}"
     types_ = hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{where}.{f.name}" if where else f.name

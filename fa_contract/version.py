@@ -15,8 +15,8 @@ def version_problem(v: Any, where: str) -> str | None:
     if isinstance(v, bool) or not isinstance(v, int):
         return f"{where}: format version v = {v!r} is not a whole number"
     if v > FORMAT_VERSION:
-        return (f"{where}: written in format version {v}, newer than this fa-tui reads "
-                f"({FORMAT_VERSION}); upgrade fa-tui to read it")
+        return (f"{where}: format version {v} is newer than this fa-tui's ({FORMAT_VERSION}); "
+                f"upgrade fa-tui")
     if v < 1:
         return f"{where}: format version v = {v} is not a known version"
     return None
