@@ -86,7 +86,13 @@ class Worker:
             # a fresh start begins a fresh history; a resume appends (EventLog's resume rule)
             # (a partial last line left by a crash is completed first, so the resume event
             # is not glued onto it and lost; a symbolic link is never written through)
-            with open_log(self.rundir.file(EVENTS), append=self.resume) as self.events:
+            try:
+                log = open_log(self.rundir.file(EVENTS), append=self.resume)
+            except OSError as e:
+                state = "failed"
+                self._finish(state, f"{EVENTS}: {e.strerror or e}")
+                return 1
+            with log as self.events:
                 self.rundir.file(SUMMARY).unlink(missing_ok=True)   # written again at the end
                 self._write_status()
                 beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)

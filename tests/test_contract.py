@@ -281,3 +281,15 @@ def test_the_engine_registries_are_keyed_by_the_schemas_choices():
     assert set(ACTIVATION_MODULES) == set(config.ACTIVATIONS)
     assert form.choices("rule.name") == config.RULES
     assert form.choices("optim.name") == config.OPTIMISERS
+
+
+def test_a_worker_refuses_an_events_log_that_is_a_symlink(tmp_path):
+    from engine.worker import main as worker_main
+    target = tmp_path / "precious.jsonl"
+    target.write_text("keep me\n")
+    run = create_run(tmp_path / "runs", Config(), "linked")
+    run.file(EVENTS).symlink_to(target)
+    assert worker_main([str(run.path)]) == 1
+    status = run.read_status()
+    assert status.state == "failed" and "symbolic link" in status.reason
+    assert target.read_text() == "keep me\n"
