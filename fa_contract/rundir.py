@@ -41,6 +41,9 @@ CONFIG, STATUS, EVENTS, SUMMARY, CHECKPOINT, LOG = (
     "config.toml", "status.json", "events.jsonl", "summary.json", "checkpoint.pt", "worker.log")
 #: the sections of config.toml (fa_contract.config.Config's fields; a test keeps them equal)
 SECTIONS = ("run", "data", "model", "rule", "norm", "optim", "train", "metrics")
+#: config keys that run tables show as text (checked by config_or_problem)
+LABELS = ("run.name", "run.device", "rule.name", "model.name", "data.name", "optim.name",
+          "norm.name")
 _MAX_READ = 16 << 20           # a status or summary larger than this is not one
 
 
@@ -119,7 +122,14 @@ class RunDir:
         if bad:
             good = {k: v for k, v in doc.items() if k not in bad}
             return good, f"{where}: {bad[0]} is {type(doc[bad[0]]).__name__}, expected a table"
-        return doc, None
+        problem = None
+        for key in LABELS:          # what tables show and sort by must be text
+            section, field = key.split(".")
+            value = doc.get(section, {}).get(field)
+            if value is not None and not isinstance(value, str):
+                doc[section] = {k: v for k, v in doc[section].items() if k != field}
+                problem = problem or f"{where}: {key} is {type(value).__name__}, expected a string"
+        return doc, problem
 
     def read_status(self) -> Status:
         """The status as last written, with a dead worker shown as `failed` and an unreadable

@@ -18,6 +18,7 @@ from fa_contract.config import Config
 from fa_contract.events import EventLog, append_event, event_line
 from fa_contract.rundir import EVENTS, STATUS, SUMMARY, RunDir, Status, list_runs, resolve_run
 from fa_tui.cli import app
+from fa_tui.core.runtable import SORT_KEYS, sort_rows
 from fa_tui.core.store import RunStore
 from fa_tui.launch import create_run, resume_refusal
 from tui_fixtures import T0, _config, start_event, write_fixture_runs, write_run
@@ -174,6 +175,7 @@ BROKEN = {
     "status not JSON": (STATUS, "{"),
     "config section wrong type": ("config.toml", 'rule = 3\n[model]\nname = "mlp"\n'),
     "config not TOML": ("config.toml", "[[[\n"),
+    "config name wrong type": ("config.toml", "[rule]\nname = 3\n[model]\nname = [1]\n"),
     "layers list in an event": (EVENTS, json.dumps(
         {"v": 1, "t": 0, "type": "diag", "step": 5, "epoch": 0, "layers": [1, 2]}) + "\n"),
 }
@@ -197,7 +199,7 @@ def test_every_command_survives_broken_run_files(broken_runs, tmp_path):
     assert result.exit_code == 0, result.output
     for i in range(len(BROKEN)):
         assert f"broken{i}" in result.output
-    assert result.output.count("corrupt") >= 4       # status x2, config x2
+    assert result.output.count("corrupt") >= 5       # status x2, config x3
     for i in range(len(BROKEN)):
         shown = runner.invoke(app, ["show", "-d", str(runs), f"broken{i}"])
         assert shown.exit_code == 0 and "Traceback" not in shown.output, shown.output
@@ -205,6 +207,7 @@ def test_every_command_survives_broken_run_files(broken_runs, tmp_path):
     assert exported.exit_code == 0, exported.output
     assert "bp-mlp" in exported.stdout and "skipped" in exported.stderr
     assert "broken4" in exported.stderr and "invalid TOML" in exported.stderr
+    assert "broken5" in exported.stderr and "rule.name is int" in exported.stderr
     curves = runner.invoke(app, ["export", "--curves", str(runs)])
     assert curves.exit_code == 0 and "bp-mlp" in curves.stdout
     pytest.importorskip("matplotlib")
@@ -215,7 +218,9 @@ def test_every_command_survives_broken_run_files(broken_runs, tmp_path):
 def test_the_poller_shows_broken_runs_and_recovers_when_the_file_is_fixed(broken_runs):
     runs, names = broken_runs
     store = RunStore(runs)
-    rows = {r.name: r for r in store.refresh(("broken5",)).rows}
+    rows = {r.name: r for r in store.refresh(("broken6",)).rows}
+    for key in SORT_KEYS:                             # what the table sorts by is comparable
+        sort_rows(list(rows.values()), key)
     assert set(names) <= set(rows) and rows["broken3"].state == "corrupt"
     assert "rule is int" in rows["broken3"].reason and "\n" not in rows["broken3"].reason
     good = RunDir(runs / "bp-mlp").file("config.toml").read_text()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fa_contract.rundir import CONFIG, EVENTS, STATUS, SUMMARY, RunDir
 from fa_tui.cli import app
+from fa_tui.core.runtable import SORT_KEYS, sort_rows
 from fa_tui.core.store import RunStore
 from fa_tui.export import curve_table, record, render, summary_table
 from tui_fixtures import _config, write_run
@@ -24,7 +25,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
                                                                 max_size=4),
     max_leaves=12)
-KEYS = ("state", "pid", "host", "heartbeat", "started", "reason", "step", "total_steps", "v",
+KEYS = ("state", "pid", "device", "adapt", "rank", "width", "depth", "host", "heartbeat", "started", "reason", "step", "total_steps", "v",
         "type", "layers", "epoch", "acc", "loss", "best_val_acc", "test_acc", "wall_s", "config",
         "rule", "model", "run", "name", "split")
 typed_objects = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8)
@@ -82,7 +83,9 @@ def _read_everything(runs: Path) -> None:
     run.log_tail()
     store = RunStore(runs)
     store.refresh(("r",))
-    store.refresh(("r",))
+    rows = store.refresh(("r",)).rows
+    for key in SORT_KEYS:             # a damaged row sorts among good ones
+        sort_rows(rows, key)
     rec = record(run)
     assert rec["name"] == "r"
     for group in (True, False):
@@ -96,6 +99,8 @@ def test_no_reader_raises_on_damaged_run_files(damages):
     root = Path(tempfile.mkdtemp(prefix="fa-fuzz-"))
     try:
         path = write_run(root, "r", _config("r", "fa", {"name": "mlp"}), "done", 20)
+        write_run(root, "good", _config("good", "bp", {"name": "mlp"}), "failed", 10,
+                  reason="boom")
         for file, how in damages:
             _apply(path / file, how)
         _read_everything(root)
