@@ -9,8 +9,10 @@ reader that sees the final status also finds the summary.
 The launcher (fa_tui/launch.py) starts it in its own session with stdout and stderr sent to
 worker.log, so a traceback lands there. SIGTERM or SIGINT asks for a clean stop: the trainer
 finishes its step, the worker checkpoints and writes `stopped`; `--resume` continues from that
-checkpoint exactly. torch is imported only after the signal handlers are installed, so a stop
-that arrives during the seconds of imports is a clean stop too (at step 0), not a kill.
+checkpoint exactly. SIGUSR2 does the same: SLURM sends it before a time limit or a preemption
+(fa_tui/slurm.py requeues the job, which resumes). torch is imported only after the signal
+handlers are installed, so a stop that arrives during the seconds of imports is a clean stop
+too (at step 0), not a kill.
 
 Exit status: 0 for done, stopped and diverged (the run did what was asked; divergence is a
 result), 1 for failed.
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 from fa_contract import status as status_file
 from fa_contract.atomic import atomic_file, open_log
 from fa_contract.config import Config
+from fa_contract.process import slurm_job
 from fa_contract.rundir import CHECKPOINT, EVENTS, SUMMARY, RunDir, Status, append_event
 from fa_contract.summary import KEYS as SUMMARY_KEYS
 
@@ -69,6 +72,8 @@ class Worker:
         started = launched.started if launched.pid == os.getpid() and launched.started else None
         # keys this version does not know (a newer launcher's) are written back unchanged
         self.status = Status(state="running", pid=os.getpid(), started=started or time.time(),
+                             slurm_job=slurm_job() or launched.slurm_job,
+                             slurm_state="RUNNING" if slurm_job() else None,
                              extra=launched.extra)
         self.stop_requested = threading.Event()
         self.trainer: Trainer | None = None
@@ -81,7 +86,7 @@ class Worker:
 
     def __call__(self) -> int:
         """Run to the end; returns the exit status."""
-        restore = _on_signals((signal.SIGTERM, signal.SIGINT), self.stop_requested.set)
+        restore = _on_signals(STOP_SIGNALS, self.stop_requested.set)
         try:
             # a fresh start begins a fresh history; a resume appends (EventLog's resume rule)
             # (a partial last line left by a crash is completed first, so the resume event
@@ -187,6 +192,11 @@ class Worker:
                 self._write_status()
             except OSError as e:    # a full disk, a network file system hiccup: beat again
                 print(f"heartbeat: cannot write status.json ({e})", file=sys.stderr)
+
+
+#: SIGUSR2 is what SLURM sends a job's processes before its time limit or a preemption
+#: (fa_tui/slurm.py): the worker checkpoints and stops as on SIGTERM, and the job is requeued.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callable[[], None]:

@@ -39,6 +39,8 @@ class RunCfg(Section):
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$",
                         description="auto | cpu | cuda | cuda:N | mps")
+    executor: Literal["local", "slurm"] = Field(
+        "local", description="local: workers on this machine; slurm: jobs on a cluster ([slurm])")
 
 
 class DataCfg(Section):
@@ -128,6 +130,26 @@ class MetricsCfg(Section):
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
 
 
+class SlurmCfg(Section):
+    """How a run is submitted when run.executor = "slurm" (fa_tui/slurm.py, docs/cluster.md).
+    Unset keys leave the cluster's defaults."""
+    partition: str | None = Field(None, description="partition (default: the cluster's default)")
+    time: str = Field("01:00:00", pattern=r"^((\d+-)?\d{1,2}:\d{2}:\d{2}|\d+)$",
+                      description="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS")
+    gpus: int = Field(0, ge=0, description="GPUs per run (--gres=gpu:N)")
+    cpus: int = Field(1, ge=1, description="CPUs per run (--cpus-per-task)")
+    mem: str | None = Field(None, pattern=r"^\d+[KMGT]?$",
+                            description="memory per run, e.g. 16G (default: the cluster's)")
+    account: str | None = Field(None, description="--account")
+    qos: str | None = Field(None, description="--qos")
+    constraint: str | None = Field(None, description="--constraint, e.g. a100")
+    extra: list[str] = Field([], description='more #SBATCH options, e.g. ["--exclusive"]')
+    parallel: int | None = Field(None, ge=1, description="array tasks running at once")
+    signal_s: int = Field(120, ge=10, description="seconds before the time limit when the "
+                                                   "worker is told to checkpoint (--signal)")
+    requeues: int = Field(100, ge=0, description="time-limit requeues before a run gives up")
+
+
 def train_examples(data: DataCfg) -> int | None:
     """Training examples before the validation split, where known without reading files (not
     with data.subset, whose class counts only the files tell)."""
@@ -146,6 +168,7 @@ class Config(Section):
     optim: OptimCfg = OptimCfg()
     train: TrainCfg = TrainCfg()
     metrics: MetricsCfg = MetricsCfg()
+    slurm: SlurmCfg = SlurmCfg()
 
     @field_validator("data")
     @classmethod
@@ -157,6 +180,16 @@ class Config(Section):
             where = " (data.train_size)" if v.name == "synthetic" else ""
             raise ValueError(f"data.val_size = {v.val_size} leaves no training examples: "
                              f"{v.name} has {n}{where}; set data.val_size below {n}")
+        return v
+
+    @field_validator("slurm")
+    @classmethod
+    def _sbatch_options(cls, v: SlurmCfg) -> SlurmCfg:
+        for option in v.extra:
+            if not option.startswith("--") or len(option) < 3 or " " in option.split("=")[0]:
+                raise ValueError(f"slurm.extra = {v.extra} holds {option!r}, which is not a long "
+                                 f"sbatch option; write each as \"--name=value\" or \"--flag\", "
+                                 f"e.g. \"--exclusive\"")
         return v
 
     @field_validator("train")

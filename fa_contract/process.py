@@ -26,6 +26,13 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def slurm_job() -> str | None:
+    """The SLURM job this process runs in ("123", or "123_4" for an array task), else None
+    (the worker and the job wrapper of fa_tui/slurm.py both record it)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 def worker_alive(pid: int | None, host: str, fresh: bool) -> bool:
     """Whether the worker `pid` on `host` still runs: on this host its pid must be alive and
     still be a worker (pids are reused); on another host `fresh` (its heartbeat) decides."""

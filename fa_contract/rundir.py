@@ -40,7 +40,7 @@ SCHEMA_VERSION = FORMAT_VERSION
 CONFIG, STATUS, EVENTS, SUMMARY, CHECKPOINT, LOG = (
     "config.toml", "status.json", "events.jsonl", "summary.json", "checkpoint.pt", "worker.log")
 #: the sections of config.toml (fa_contract.config.Config's fields; a test keeps them equal)
-SECTIONS = ("run", "data", "model", "rule", "norm", "optim", "train", "metrics")
+SECTIONS = ("run", "data", "model", "rule", "norm", "optim", "train", "metrics", "slurm")
 #: config keys that run tables show as text (checked by config_or_problem)
 LABELS = ("run.name", "run.device", "rule.name", "model.name", "data.name", "optim.name",
           "norm.name")

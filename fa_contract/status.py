@@ -42,6 +42,13 @@ class Status:
     step: int = doc("optimiser steps done", 0)
     total_steps: int | None = doc("steps the run will take when done", None)
     device: str | None = doc("the torch device it trains on", None)
+    # SLURM runs only (fa_tui/slurm.py): the job ("123" or array task "123_4") and its
+    # scheduler state as last known ("PENDING", "RUNNING", "REQUEUED"); readers ask squeue
+    # for the live state and pending reason (fa_tui/core/slurmq.py). The node is `host`.
+    slurm_job: str | None = doc("SLURM runs: the job id (`123`, or `123_4` for an array task)",
+                                None)
+    slurm_state: str | None = doc("SLURM runs: the scheduler state last known (`PENDING`, "
+                                  "`RUNNING`, `REQUEUED`)", None)
     v: int = doc("format version", FORMAT_VERSION)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False,
                                               metadata={"internal": True})

@@ -68,6 +68,14 @@ JobsOpt = Annotated[Optional[int], typer.Option(
 GpusOpt = Annotated[Optional[str], typer.Option(
     "--gpus", metavar="0,1,…", show_default=False,
     help="GPU indices to spread the runs over (each worker sees one, as CUDA_VISIBLE_DEVICES).")]
+
+
+class Executor(str, Enum):
+    """`fa-tui run --executor`: run.executor's choices."""
+    local = "local"
+    slurm = "slurm"
+
+
 RunArgs = Annotated[list[str], typer.Argument(
     metavar="RUN", show_default=False, autocompletion=_complete_runs,
     help="Run directories, or names of runs under the runs directory.")]
@@ -154,17 +162,27 @@ def run(ctx: typer.Context,
         sets: Annotated[Optional[list[str]], typer.Option(
             "--set", "-s", metavar="KEY=VALUE", show_default=False,
             help="Override a preset value, e.g. --set optim.lr=0.05 (repeatable).")] = None,
-        runs_dir: RunsDirOpt = None, jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
+        runs_dir: RunsDirOpt = None, jobs: JobsOpt = None, gpus: GpusOpt = None,
+        executor: Annotated[Optional[Executor], typer.Option(
+            "--executor", "-e", show_default=False,
+            help="Where the runs train \\[default: the preset's run.executor, else local]: "
+                 "local workers, or SLURM jobs (one array per sweep; docs/cluster.md).")] = None
+        ) -> None:
     """Run a preset (every run of its sweep) and follow it to the end.
 
     Nothing is created when the preset has a mistake. Workers run in their own sessions:
-    Ctrl-C stops them cleanly (resumable), a lost terminal (SSH) does not."""
+    Ctrl-C stops them cleanly (resumable), a lost terminal (SSH) does not. SLURM jobs outlive
+    the command: Ctrl-C only stops following them."""
     from fa_tui.presets import PresetError, load_preset
     gpu_list = _parse_gpus(gpus)
+    if executor is not None:
+        sets = [*(sets or []), f"run.executor={executor.value}"]
     try:
         configs = load_preset(preset, sets or [])
     except PresetError as e:
         fail(str(e))
+    if any(c.run.executor == "slurm" for c in configs):
+        _run_slurm(ctx, preset, configs, runs_dir, jobs, gpu_list)
     if gpu_list:
         for cfg in configs:
             if cfg.run.device in ("cpu", "mps"):
@@ -183,6 +201,54 @@ def run(ctx: typer.Context,
     _follow(runs, jobs or len(gpu_list) or 1, gpu_list, resume=False)
 
 
+def _run_slurm(ctx: typer.Context, preset: str, configs: list, runs_dir: Path | None,
+               jobs: int | None, gpu_list: list[str]) -> NoReturn:
+    """`run` on SLURM: check the cluster, create the runs, submit them (one array per [slurm]
+    table), follow them. Nothing is left on disk when the cluster refuses."""
+    from fa_tui.slurm import SlurmError, launch
+    if any(c.run.executor != "slurm" for c in configs):
+        fail(f"{preset}: run.executor is swept over local and slurm; launch them separately")
+    if jobs is not None or gpu_list:
+        fail("--jobs and --gpus are for the local executor; on SLURM set slurm.parallel (array "
+             "tasks at once) and slurm.gpus (GPUs per run)")
+    root = _runs_dir(ctx, runs_dir)
+    try:
+        runs = launch(root, [(cfg.run.name, cfg) for cfg in configs], source=preset)
+    except SlurmError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot create runs under {root}: {e.strerror or e}")
+    arrays = sorted({(r.read_status().slurm_job or "?").split("_")[0] for r in runs})
+    out.print(f"{len(runs)} run{'s' * (len(runs) != 1)} under {root}, SLURM job "
+              f"{', '.join(arrays)}", markup=False)
+    _follow_slurm(runs)
+
+
+def _follow_slurm(runs: list[RunDir]) -> NoReturn:
+    """Print each run's state changes (with SLURM's pending reason) until all have ended.
+    Ctrl-C stops following only: the jobs are the cluster's."""
+    from fa_tui.slurm import follow
+    latest: list[RunProgress] = []
+    said: dict[str, str] = {}
+
+    def log(progress: list[RunProgress]) -> None:
+        latest[:] = progress
+        for p in progress:
+            line = f"{p.state}: {p.reason}" if p.reason and p.state != "running" else p.state
+            if said.get(p.run.name) != line:
+                said[p.run.name] = line
+                out.print(f"{time.strftime('%H:%M:%S')} {p.run.name} {line}", markup=False)
+    signal.signal(signal.SIGHUP, _detach)
+    try:
+        follow(runs, log)
+    except KeyboardInterrupt:
+        err.print("stopped following; the jobs go on. Follow them with fa-tui ls (or the TUI), "
+                  "cancel them with fa-tui stop.", soft_wrap=True)
+        raise typer.Exit(130) from None
+    _summary(latest)
+    raise typer.Exit(0 if latest and all(p.state == "done" for p in latest) else 1)
+
+
 @app.command()
 def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
            jobs: JobsOpt = None, gpus: GpusOpt = None) -> None:
@@ -197,10 +263,28 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
         refusal = resume_refusal(target)
         if refusal:
             fail(refusal)
+    from fa_tui.slurm import slurm_runs
+    on_slurm = slurm_runs(targets)
+    if on_slurm and len(on_slurm) != len(targets):
+        fail("some of these runs are SLURM runs and some local ones; resume them separately")
     for target in targets:
         how = "from its checkpoint" if target.has_checkpoint() else "from scratch (no checkpoint)"
         out.print(f"resuming {target.name} {how}", markup=False)
+    if on_slurm:
+        _resume_slurm(targets, jobs, gpu_list)
     _follow(targets, jobs or len(gpu_list) or 1, gpu_list, resume=True)
+
+
+def _resume_slurm(targets: list[RunDir], jobs: int | None, gpu_list: list[str]) -> NoReturn:
+    """Submit ended SLURM runs again (with --resume), then follow them."""
+    from fa_tui.slurm import SlurmError, resubmit
+    if jobs is not None or gpu_list:
+        fail("--jobs and --gpus are for the local executor; these runs are SLURM runs")
+    try:
+        resubmit(targets)
+    except SlurmError as e:
+        fail(str(e))
+    _follow_slurm(targets)
 
 
 def _follow(runs: list[RunDir], jobs: int, gpus: list[str], resume: bool) -> NoReturn:
@@ -305,7 +389,8 @@ def stop(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
     waiting, code = [], 0
     for target in targets:
         status = target.read_status()
-        if status.state == "running" and status.host != socket.gethostname():
+        if status.state == "running" and status.host != socket.gethostname() \
+                and not status.slurm_job:
             err.print(f"{target.name} runs on {status.host}: stop it there", markup=False)
             code = 1
         elif stop_run(target):
@@ -335,21 +420,30 @@ def ls_(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
     if not runs:
         out.print(f"no runs under {root}", markup=False)
         return
+    from fa_tui.core.slurmq import live as slurm_live
+    from fa_tui.core.slurmq import slurm_jobs, squeue
+    views = [r.view() for r in runs]
+    statuses = [v.status for v in views]
+    jobs = slurm_jobs(statuses)
+    queue = squeue(jobs) if jobs else {}          # one call for all SLURM runs
+    cluster = any(s.slurm_job for s in statuses)  # the slurm column only when there are some
     table = Table(title=str(root), title_justify="left")
     for col in ("run", "state", "rule", "model", "data", "optim", "norm", "progress",
-                "best val", "elapsed", "reason"):
+                "best val", "elapsed", *(("slurm",) if cluster else ()), "reason"):
         table.add_column(col, justify="right" if col in ("best val", "elapsed") else "left",
                          overflow="fold", max_width=40 if col == "reason" else None)
     now = time.time()
-    for r in runs:
-        view = r.view()           # total: an unreadable run is a `corrupt` row with a reason
-        summary = view.summary
+    for r, view in zip(runs, views):  # total: an unreadable run is a `corrupt` row
+        status, summary = slurm_live(view.status, queue), view.summary
         live = best_val_acc(r.read_events()) if (summary or {}).get("best_val_acc") is None else None
-        row = build_row(r.name, view.status, view.config, summary, live, now)
+        row = build_row(r.name, status, view.config, summary, live, now)
+        job = (f"{status.slurm_job} {status.slurm_state or ''}".strip() if status.active
+               else status.slurm_job or "") if status.slurm_job else ""
         reason = one_line(row.reason or view.problem, 120)
         _add_row(table, row.name, _state(row.state), row.rule, row.model, row.data, row.optim,
                  row.norm, progress_bar(row.progress) if row.total else str(row.step),
-                 _pct(row.best_val), fmt_elapsed(row.elapsed), Text(reason or "", "dim"))
+                 _pct(row.best_val), fmt_elapsed(row.elapsed), *((job,) if cluster else ()),
+                 Text(reason or "", "dim"))
     _print_table(table)
 
 
@@ -366,7 +460,10 @@ def show(ctx: typer.Context,
         rec = record(target)
     except ExportError as e:
         fail(str(e))
+    from fa_tui.core.slurmq import describe, live, slurm_jobs, squeue
     status = target.read_status()
+    if status.slurm_job:
+        status = live(status, squeue(slurm_jobs([status])))
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -376,6 +473,8 @@ def show(ctx: typer.Context,
         _add_row(info, "reason", status.reason)
     if status.pid:
         _add_row(info, "worker", f"pid {status.pid} on {status.host}, device {status.device or '?'}")
+    if status.slurm_job:
+        _add_row(info, "slurm", describe(status) or "")
     _add_row(info, "progress", f"{status.step} / {status.total_steps or '?'} steps")
     if status.started:
         _add_row(info, "started", _when(status.started))

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 from fa_contract.dotted import flatten as _flatten
 from fa_contract.rundir import CONFIG, CORRUPT, RunDir, iter_metric, list_runs, resolve_run
-from fa_tui.core.grouping import NOT_CONDITIONS, seed_groups, sweep_name
+from fa_tui.core.grouping import NOT_CONDITION_SECTIONS, NOT_CONDITIONS, seed_groups, sweep_name
 
 FORMATS = ("json", "csv", "md", "tex")
 #: column -> dotted config key, always shown
@@ -101,7 +101,7 @@ def record(run: RunDir) -> dict:
     summary = view.summary or _from_events(run.read_events())
     return {**summary, "name": run.name, "status": view.status.state,
             "reason": view.status.reason or summary.get("reason"), "config": view.config,
-            "problem": view.problem}
+            "problem": view.problem, "slurm_job": view.status.slurm_job}
 
 
 def _from_events(events: list[dict]) -> dict:
@@ -125,7 +125,8 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
             notes.append(f"skipped {run.path}: {rec['reason']}")
         else:
             records.append(rec)
-    flats = [_flatten(r["config"]) for r in records]
+    flats = [{k: v for k, v in _flatten(r["config"]).items()
+              if not k.startswith(NOT_CONDITION_SECTIONS)} for r in records]
     config_cols = dict(KEY_COLUMNS)
     shown = set(KEY_COLUMNS.values()) | set(NOT_CONDITIONS)
     keys = list(dict.fromkeys(k for flat in flats for k in flat if k not in shown))
@@ -153,8 +154,9 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         member_lists = [[i] for i in range(len(records))]
 
     seed_cols = ["n", "seeds"] if group else ["seed"]
-    table = Table(["run", *config_cols, *seed_cols, "status", *RUN_METRICS, *layer_cols],
-                  notes=notes)
+    slurm_cols = ["slurm_job"] if any(r.get("slurm_job") for r in records) else []
+    table = Table(["run", *config_cols, *seed_cols, "status", *slurm_cols, *RUN_METRICS,
+                   *layer_cols], notes=notes)
     for members in member_lists:
         recs = [records[i] for i in members]
         first = flats[members[0]]
@@ -168,6 +170,8 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         else:
             row["seed"] = seeds[0]
         row["status"] = _states([r["status"] for r in recs])
+        if slurm_cols:
+            row["slurm_job"] = ",".join(r["slurm_job"] or "local" for r in recs)
         for m in RUN_METRICS:
             row[m] = Stat.of(r.get(m) for r in recs) if group else recs[0].get(m)
         for col in layer_cols:

@@ -125,6 +125,9 @@ def stop(run: RunDir) -> bool:
     writes `stopped` (resumable). A run still waiting in a queue is marked `stopped` so the
     queue skips it. Returns False when there was nothing this host could stop."""
     status = run.read_status()
+    if status.slurm_job and status.active:          # a SLURM job: scancel (fa_tui/slurm.py)
+        from fa_tui.slurm import cancel
+        return cancel(run, status)
     if status.state == "queued":
         status.state, status.reason = "stopped", "stopped before it started"
         run.write_status(status)

@@ -44,6 +44,7 @@ class FieldSpec:
 
 
 _ldfa = _is("rule.name", "ldfa")
+_slurm = _is("run.executor", "slurm")
 FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
     ("Rule", (
         FieldSpec("rule.name", "rule"),
@@ -89,8 +90,17 @@ FORM: tuple[tuple[str, tuple[FieldSpec, ...]], ...] = (
     ("Run", (
         FieldSpec("run.name", "name"),
         FieldSpec(SEEDS, "seeds"),
-        FieldSpec(JOBS, "parallel"),
-        FieldSpec(DEVICE, "device"))),
+        FieldSpec(JOBS, "parallel", _is("run.executor", "local")),
+        FieldSpec(DEVICE, "device"),
+        FieldSpec("run.executor", "executor"))),
+    ("SLURM", (           # run.executor = slurm: docs/cluster.md
+        FieldSpec("slurm.partition", "partition", _slurm),
+        FieldSpec("slurm.time", "time limit", _slurm),
+        FieldSpec("slurm.gpus", "GPUs per run", _slurm),
+        FieldSpec("slurm.cpus", "CPUs per run", _slurm),
+        FieldSpec("slurm.mem", "memory", _slurm),
+        FieldSpec("slurm.account", "account", _slurm),
+        FieldSpec("slurm.parallel", "array tasks at once", _slurm))),
 )
 FIELDS: dict[str, FieldSpec] = {f.path: f for _, group in FORM for f in group}
 

@@ -18,7 +18,10 @@ from typing import Any, Mapping, Sequence
 from fa_contract.dotted import flatten
 
 #: config keys that do not define the experiment: seeds are grouped over, the rest ignored
-NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download")
+NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download",
+                  "run.executor")
+#: config sections that say where a run trained, not what: ignored like NOT_CONDITIONS
+NOT_CONDITION_SECTIONS = ("slurm.",)
 _SEED_LABEL = re.compile(r"[-_]?seed=\d+")
 
 
@@ -28,7 +31,8 @@ def sweep_name(name: str) -> str:
 
 
 def condition_key(name: str, config: Mapping[str, Any]) -> str:
-    flat = {k: v for k, v in flatten(config).items() if k not in NOT_CONDITIONS}
+    flat = {k: v for k, v in flatten(config).items()
+            if k not in NOT_CONDITIONS and not k.startswith(NOT_CONDITION_SECTIONS)}
     return json.dumps([sweep_name(name), flat], sort_keys=True, default=str)
 
 

@@ -5,6 +5,7 @@ It reads incrementally: config.toml once, status.json when it changed (or while 
 active, since staleness depends on the clock), events.jsonl only for active runs and the
 runs on screen in Monitor, and only the bytes appended since the last poll (EventLog).
 A runs directory with hundreds of finished runs therefore costs a few stat calls per poll.
+SLURM runs add one `squeue` call for all of them, at most every 5 s (fa_tui/core/slurmq.py).
 
 The poller never dies: every reader in fa_contract is total (a run that cannot be read is a
 `corrupt` row with a one-line reason), and whatever else goes wrong with one run is caught
@@ -21,6 +22,7 @@ from fa_contract.rundir import (CORRUPT, EVENTS, LOG, STATUS, EventLog, RunDir, 
                                 list_runs, one_line)
 from fa_contract.status import corrupt
 from fa_tui.core.runtable import RunRow, best_val_acc, build_row
+from fa_tui.core.slurmq import QueueCache, live, slurm_jobs
 
 
 @dataclass
@@ -72,6 +74,7 @@ class RunStore:
         self.clock = clock
         self.log_lines = log_lines
         self._entries: dict[str, _Entry] = {}
+        self.queue = QueueCache()
 
     def _entry(self, run: RunDir) -> _Entry:
         """The run's cached state; a config.toml that cannot be read (edited by hand, or a
@@ -119,17 +122,25 @@ class RunStore:
         now = self.clock()
         runs = list_runs(self.runs_dir)
         rows, events, versions, logs, configs, skipped = [], {}, {}, {}, {}, {}
+        entries = []
         for run in runs:
-            watched = run.name in watch
             try:
                 entry = self._entry(run)
-                self._update(entry, watched)
-                rows.append(build_row(run.name, entry.status, entry.config, entry.summary,
-                                      entry.best_val, now))
+                self._update(entry, run.name in watch)
             except Exception as e:  # noqa: BLE001 -- one run's surprise must not stop the poller
                 self._entries.pop(run.name, None)
                 entry = _Entry(run, {}, corrupt(one_line(f"{type(e).__name__}: {e}") or ""))
-                rows.append(build_row(run.name, entry.status, {}, None, None, now))
+            entries.append(entry)
+        # SLURM runs: one squeue call for all of them, at most every few seconds
+        queue = self.queue.get(slurm_jobs([e.status for e in entries]))
+        for run, entry in zip(runs, entries):
+            watched = run.name in watch
+            try:
+                rows.append(build_row(run.name, live(entry.status, queue), entry.config,
+                                      entry.summary, entry.best_val, now))
+            except Exception as e:  # noqa: BLE001 -- as above
+                status = corrupt(one_line(f"{type(e).__name__}: {e}") or "")
+                rows.append(build_row(run.name, status, {}, None, None, now))
                 continue
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)

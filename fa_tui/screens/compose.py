@@ -55,7 +55,7 @@ class ComposeScreen(Screen):
         yield Header()
         with VerticalScroll(id="form"):
             for title, group in FORM:
-                yield Static(title, classes="section")
+                yield Static(title, classes="section", name=title)
                 for spec in group:
                     yield FormField(spec, self.values[spec.path])
         yield Static(id="plan")
@@ -85,6 +85,9 @@ class ComposeScreen(Screen):
         for field in self.query(FormField):
             field.display = field.spec.visible(self.values)
             field.set_error(self.composition.errors.get(field.path))
+        for title in self.query(".section"):     # a group with no field to show (SLURM)
+            group = dict(FORM).get(title.name or "", ())
+            title.display = any(spec.visible(self.values) for spec in group)
         self.query_one("#plan", Static).update(self._plan_text(self.composition))
 
     def _plan_text(self, comp: Composition) -> Text:
@@ -186,6 +189,9 @@ class ComposeScreen(Screen):
         over the GPUs; otherwise run.device decides. A failure says which run and why."""
         created = []
         gpus = [d.removeprefix("cuda:") for d in device_choices() if d.startswith("cuda:")]
+        if any(cfg.run.executor == "slurm" for _, cfg in runs):
+            self._submit(runs, device)
+            return
         try:
             for name, cfg in runs:
                 cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"device": device})})
@@ -198,3 +204,18 @@ class ComposeScreen(Screen):
         if created:
             self.app.call_from_thread(self.post_message,
                                       RunsLaunched([run.name for run in created]))
+
+    def _submit(self, runs: list[tuple[str, Config]], device: str) -> None:
+        """run.executor = slurm: the sweep becomes one job array (fa_tui/slurm.py); the Runs
+        screen then shows each run's queue state. Nothing is created when SLURM refuses."""
+        from fa_tui.slurm import SlurmError, launch
+        runs = [(name, cfg.model_copy(update={"run": cfg.run.model_copy(update={
+            "device": device, "executor": "slurm"})})) for name, cfg in runs]
+        try:
+            created = launch(self.app.runs_dir, runs, source="Compose")
+        except (SlurmError, OSError) as e:
+            self.app.call_from_thread(self.notify, str(e), title="Not submitted to SLURM",
+                                      severity="error", timeout=15)
+            return
+        self.app.call_from_thread(self.post_message,
+                                  RunsLaunched([run.name for run in created]))

@@ -177,6 +177,20 @@ class RunsScreen(Screen):
 
     @work(thread=True, group="actions")
     def _resume(self, resume: list[RunDir], fresh: list[RunDir]) -> None:
+        from fa_tui.slurm import SlurmError, resubmit, slurm_runs
+        cluster = {r.path for r in slurm_runs([*resume, *fresh])}
+        if cluster:          # SLURM runs: submitted again; a queued one is SLURM's to start
+            again = [r for r in resume if r.path in cluster]
+            try:
+                if again:
+                    resubmit(again)
+                    self.app.call_from_thread(self.notify, "Submitted to SLURM: "
+                                              + ", ".join(r.name for r in again))
+            except (SlurmError, OSError) as e:
+                self.app.call_from_thread(self.notify, str(e), title="Not submitted",
+                                          severity="error")
+            resume = [r for r in resume if r.path not in cluster]
+            fresh = [r for r in fresh if r.path not in cluster]
         try:
             started = self.app.start(resume, jobs=len(resume), resume=True) if resume else []
             started += self.app.start(fresh, jobs=len(fresh)) if fresh else []
