@@ -9,12 +9,25 @@ exact-BP shadow (`rule.exact_backward()`) — and returns plain floats per weigh
     erank_grad / pr_grad       rule pseudo-gradient δ_lᵀh_{l−1} (conv flattened out × in·kh·kw)
     erank_grad_bp / pr_grad_bp BP gradient
     erank_act / pr_act         layer input h_{l−1} (same layout as the error)
-    erank_step / pr_step       the applied step (the real parameter change of the last step)
+    erank_err_rn / _rn_bp      rule / BP error with every row scaled to unit norm (zero rows
+                               left out)
+    erank_sent / _bp           the error the layer sends to its input (grad_input as the rule
+                               computes it / as exact BP does on the same weights); None for
+                               the first layer, which sends nothing
+    erank_sent_rn / _rn_bp     the same, rows normalised
+    erank_sent_traj / _bp      the sent errors stacked over the trajectory window
+    erank_grad_traj / _bp      flattened probe gradients stacked over the window (engine/trajectory.py)
+    erank_disp                 the displacement W_t − W_0 (conv out × in·kh·kw)
+    erank_step / pr_step       the applied step (the real parameter change of the last step);
+                               None, with step_noise > 0.01, when fp32 rounding of W is more
+                               than 1 % of the step (e.g. a cosine schedule's last steps)
+    step_noise                 bound on that rounding, ½·eps32·‖W‖, over ‖step‖
     angle_delta                rule δ vs BP δ, flattened over the batch
     angle_delta_sample         mean over samples of the per-sample angle (LightOn's convention)
     angle_grad                 rule pseudo-gradient vs BP gradient
-    angle_step                 −applied step vs BP gradient
-    angle_weight, fb_ratio     W vs the rule's effective feedback, and ‖B‖/‖W‖
+    angle_step                 −applied step vs BP gradient (None as erank_step)
+    angle_weight, fb_ratio     W vs the rule's effective feedback, and ‖B‖/‖W‖, for the layers
+                               whose feedback is used (not the first)
     cons_drift                 drift of Robertson & Koyejo's conserved quantity (Linear pairs)
     rows                       rows of the error / activation matrices (N; N·H·W or N·T)
 
@@ -42,9 +55,11 @@ import torch
 from torch import Tensor, nn
 
 from engine.layers import RuleConv2d, RuleLayer, RuleLinear
-from engine.metrics import (angle, conservation, conservation_drift, per_sample_angle,
-                            product_spectrum_stats, spectrum_stats)
+from engine.metrics import (STEP_NOISE_MAX, angle, conservation, conservation_drift,
+                            per_sample_angle, product_spectrum_stats, row_normalised,
+                            spectrum_stats, step_noise)
 from engine.rules.base import Rule
+from engine.trajectory import Window
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -53,7 +68,8 @@ class Diagnostics:
     """The probe of one run. Acts as the rule's recorder while `measure()` runs."""
 
     def __init__(self, model: nn.Module, rule: Rule, probe_x: Tensor, probe_y: Tensor,
-                 loss_fn: LossFn, conv_layout: str = "sample") -> None:
+                 loss_fn: LossFn, conv_layout: str = "sample", window: int = 0,
+                 window_rows: int = 32, sketch: int = 1024) -> None:
         if conv_layout not in ("sample", "pixel"):
             raise ValueError(f"conv_layout must be 'sample' or 'pixel', not {conv_layout!r}")
         if not rule.layers:
@@ -65,6 +81,10 @@ class Diagnostics:
         self._phase = "rule"
         self._inputs: dict[nn.Module, Tensor] = {}
         self._errors: dict[str, dict[nn.Module, Tensor]] = {"rule": {}, "bp": {}}
+        self._sent: dict[str, dict[nn.Module, Tensor]] = {"rule": {}, "bp": {}}
+        self.window = Window(window, window_rows, sketch) if window > 0 else None
+        #: W_0 for erank_disp, taken when built (the initial weights, as c_0 below)
+        self._w0 = {m: m.weight.detach().clone() for m in rule.layers}
         self._pairs = self._conservation_pairs()
         self._c0 = {m: self._conservation(m, nxt) for m, nxt in self._pairs.items()}
 
@@ -76,6 +96,10 @@ class Diagnostics:
         """The error arriving at `layer`'s output, filed under the current pass. A layer
         called twice in one forward (weight sharing) keeps its last call."""
         self._errors[self._phase][layer] = grad_out.detach()
+
+    def sent(self, layer: nn.Module, grad_input: Tensor) -> None:
+        """The error `layer` sends to its input in the current pass."""
+        self._sent[self._phase][layer] = grad_input.detach()
 
     # --- conservation -----------------------------------------------------------------------
     def _conservation_pairs(self) -> dict[nn.Module, nn.Module]:
@@ -123,6 +147,7 @@ class Diagnostics:
         finally:
             self._inputs = {}
             self._errors = {"rule": {}, "bp": {}}
+            self._sent = {"rule": {}, "bp": {}}
             with torch.no_grad():
                 for b, s in zip(buffers, saved):
                     b.copy_(s)
@@ -193,7 +218,33 @@ class Diagnostics:
             r["erank_err_bp"], r["pr_err_bp"] = r["erank_err"], r["pr_err"]
         else:
             r["erank_err_bp"], r["pr_err_bp"] = spectrum_stats(self._matrix(m, err_bp))
+        r["erank_err_rn"] = spectrum_stats(row_normalised(e))[0]
+        r["erank_err_rn_bp"] = r["erank_err_rn"] if exact else \
+            spectrum_stats(row_normalised(self._matrix(m, err_bp)))[0]
         del e
+        sent = self._sent["rule"].pop(m, None)
+        sent_bp = sent if exact else self._sent["bp"].pop(m, None)
+        if sent is None or sent_bp is None:
+            r["erank_sent"] = r["erank_sent_bp"] = None
+            r["erank_sent_rn"] = r["erank_sent_rn_bp"] = None
+        else:
+            s_rule = self._matrix(m, sent)
+            r["erank_sent"] = spectrum_stats(s_rule)[0]
+            r["erank_sent_rn"] = spectrum_stats(row_normalised(s_rule))[0]
+            if exact:
+                r["erank_sent_bp"], r["erank_sent_rn_bp"] = r["erank_sent"], r["erank_sent_rn"]
+            else:
+                s_bp = self._matrix(m, sent_bp)
+                r["erank_sent_bp"] = spectrum_stats(s_bp)[0]
+                r["erank_sent_rn_bp"] = spectrum_stats(row_normalised(s_bp))[0]
+                del s_bp
+            del s_rule
+        if self.window is not None:
+            self.window.add(m.layer_name,
+                            None if sent is None else self._matrix(m, sent),
+                            None if sent_bp is None else self._matrix(m, sent_bp), grad, grad_bp)
+            r.update(self.window.stats(m.layer_name))
+        r["erank_disp"] = spectrum_stats(_flat(m.weight) - _flat(self._w0[m]))[0]
         x = self._inputs.pop(m)
         r["erank_act"], r["pr_act"] = spectrum_stats(self._matrix(m, x))
 
@@ -201,6 +252,9 @@ class Diagnostics:
         r["erank_grad"], r["pr_grad"] = self._grad_stats(m, err, grad, x)
         r["erank_grad_bp"], r["pr_grad_bp"] = (r["erank_grad"], r["pr_grad"]) if exact \
             else self._grad_stats(m, err_bp, grad_bp, x)
+        r["step_noise"] = None if step is None else step_noise(m.weight, step)
+        if step is not None and not r["step_noise"] <= STEP_NOISE_MAX:
+            step = None   # rounding, not the update, would be measured
         r["erank_step"], r["pr_step"] = (None, None) if step is None \
             else spectrum_stats(_flat(step))
 
@@ -209,7 +263,10 @@ class Diagnostics:
         r["angle_grad"] = angle(g, g_bp)
         r["angle_step"] = None if step is None else angle(-step, g_bp)
 
-        fb = self.rule.effective_feedback(m) if self.rule.has_feedback else None
+        # the first layer sends nothing (its input is data): its feedback is never used, so
+        # its alignment with W means nothing and is not reported
+        fb = self.rule.effective_feedback(m) if self.rule.has_feedback and not m.is_first \
+            else None
         if fb is not None and fb.shape == m.weight.shape:
             r["angle_weight"] = angle(m.weight, fb)
             w_norm = torch.linalg.vector_norm(m.weight.float())

@@ -52,6 +52,8 @@ class _RuleFn(torch.autograd.Function):
             rule.recorder.error(layer, grad_out)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grads = layer.rule_grads(x, weight, grad_out, need_x, need_w, ctx.has_bias and need_b)
+        if rule.recorder is not None and grads[0] is not None:
+            rule.recorder.sent(layer, grads[0])
         if rule.adapting:
             rule.after_backward(layer, x, grad_out)
         return (*grads, None)

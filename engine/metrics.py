@@ -123,6 +123,35 @@ def participation_ratio(m: Tensor) -> float:
     return pr_from_sv(singular_values(m))
 
 
+def row_normalised(m: Tensor) -> Tensor:
+    """m with every row scaled to unit norm; zero rows (a silent sample) are left out, as
+    they have no direction. erank of the result does not depend on how large each sample's
+    error is, only on how the directions spread, so it does not fall as the probe gets fitted."""
+    norms = torch.linalg.vector_norm(m, dim=1, keepdim=True)
+    keep = (norms > 0).squeeze(1)
+    return m[keep] / norms[keep]
+
+
+# --- the applied step ---------------------------------------------------------------------------
+#: applied-step metrics are reported only where fp32 rounding is below 1 % of the step
+STEP_NOISE_MAX = 0.01
+
+
+def step_noise(weight: Tensor, step: Tensor) -> float:
+    """Bound on the rounding in a measured step W_after − W_before, relative to the step.
+
+    W_after = fl(W_before + Δ) is off from W_before + Δ by at most half an ulp per entry, i.e.
+    ≤ ½·eps32·|W| (eps32 = 2⁻²³), so the step reads Δ plus noise of norm ≤ ½·eps32·‖W‖. The
+    metrics of the step are scale-free (erank, PR and the angle do not change if the step is
+    divided by the lr), so what limits them is only this ratio: with an lr factor of 1e-5 at
+    the end of a cosine schedule it is above 1 and the step's spectrum is rounding noise.
+    inf for a zero step."""
+    s = float(torch.linalg.vector_norm(step.detach().float()))
+    bound = 0.5 * torch.finfo(torch.float32).eps * float(
+        torch.linalg.vector_norm(weight.detach().float()))
+    return math.inf if s == 0 else bound / s
+
+
 # --- angles ----------------------------------------------------------------------------------
 
 
@@ -180,7 +209,8 @@ def conservation(w_i: Tensor, b_i: Tensor | None, fb_next: Tensor | None, w_next
             d/dt ⟨FB[:,k], W_{i+1}[:,k]⟩ = −Σ_n h_i[n,k] Σ_j δ_{i+1}[n,j] FB[j,k]  — the same.
 
     So c_k has zero time derivative; without the bias term it would drift whenever b_i moves.
-    Discrete SGD adds O(η²) per step, i.e. O(η) over a fixed training time. The identity
+    Discrete SGD adds O(η²) per step: O(η) over a fixed training time η·steps, O(η²) over a
+    fixed number of steps (epochs), which is how presets compare step sizes. The identity
     φ'(a)a = φ(a) holds for any positively homogeneous φ (ReLU, leaky ReLU, linear), not for
     tanh or GELU, and only if nothing (no norm layer) sits between the two layers.
 

@@ -15,6 +15,7 @@ rules, models, optimiser and diagnostics it drives are already modules of their 
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import time
 from typing import Callable, Iterator
@@ -110,11 +111,14 @@ class Trainer:
                                    self.steps_per_epoch)
 
         self.diag: Diagnostics | None = None
-        if cfg.metrics.every > 0:
+        if cfg.metrics.every != 0:
             n = min(cfg.metrics.probe_size, len(self.data.train_x))
             self.diag = Diagnostics(self.model, self.rule, self._input(self.data.train_x[:n]),
                                     self.data.train_y[:n], F.cross_entropy,
-                                    conv_layout=cfg.metrics.conv_layout)
+                                    conv_layout=cfg.metrics.conv_layout,
+                                    window=cfg.metrics.window,
+                                    window_rows=cfg.metrics.window_rows,
+                                    sketch=cfg.metrics.sketch)
 
         # progress; everything here is in state_dict()
         self.step = 0
@@ -127,6 +131,13 @@ class Trainer:
         self.last_diag: dict | None = None
         self.wall_s = 0.0
         self._last_eval_step = -1
+        #: steps between probes: metrics.every, or for "auto" set once by _calibrate
+        self.probe_every: int | None = None if cfg.metrics.every == "auto" else cfg.metrics.every
+        self._probe0_s: float | None = None
+        #: auto cadence: warm-up probes at every/2, every/4, … (this many) before `every`
+        self.probe_warm = 0
+        self._cal_t: float | None = None
+        self._cal_steps = 0
         self._reset_window()
 
     # --- small helpers -----------------------------------------------------------------------
@@ -216,8 +227,43 @@ class Trainer:
         dt = time.perf_counter() - t
         self._window_diag_s += dt
         self.last_diag = out
+        if self.step == 0:
+            self._probe0_s = dt
         return {"type": "diag", "step": self.step, "epoch": self.epoch, "diag_s": round(dt, 4),
-                **out}
+                "every": self.probe_every, **out}
+
+    #: auto cadence: the training steps this process times, after warm-up
+    CAL_FROM, CAL_TO = 3, 13
+
+    def _calibrate(self) -> None:
+        """For metrics.every = "auto": time this process's training steps CAL_FROM..CAL_TO
+        (synchronised on CUDA) and plan the run's probes from the step-0 probe's time so that
+        they take `metrics.budget` of the run's wall time (auto_cadence). Done once per run;
+        the plan and the probe time are saved in checkpoints, and the cadence is reported in
+        every diag event (`every`)."""
+        if self.probe_every is not None or self._probe0_s is None:
+            return
+        self._cal_steps += 1
+        if self._cal_steps not in (self.CAL_FROM, self.CAL_TO):
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self._cal_steps == self.CAL_FROM:
+            self._cal_t = now
+            return
+        step_s = (now - self._cal_t) / (self.CAL_TO - self.CAL_FROM)
+        # the step-0 probe is paid from the same budget
+        affordable = int(self.cfg.metrics.budget * self.total_steps * step_s / self._probe0_s) - 1
+        self.probe_every, self.probe_warm = auto_cadence(self.total_steps, affordable)
+
+    def _probe_due(self, step: int) -> bool:
+        """Whether the probe runs after training step `step` (1-based count of steps done)."""
+        every = self.probe_every
+        if self.diag is None or every is None:
+            return False
+        warm = {every >> k for k in range(1, self.probe_warm + 1)}
+        return step % every == 0 or step in warm
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {m.layer_name: m.weight.detach().clone() for m in self.layers}
@@ -282,7 +328,7 @@ class Trainer:
         # the step-0 probe, once: a run stopped before its first step and resumed has it
         if self.diag is not None and self.step == 0 and self.last_diag is None:
             yield self._measure(None)
-        every, log_every, eval_every = cfg.metrics.every, cfg.train.log_every, cfg.train.eval_every
+        log_every, eval_every = cfg.train.log_every, cfg.train.eval_every
         while self.step < self.total_steps:
             for x, y in self.batches.epoch(self.epoch, start=self.batch_in_epoch):
                 if should_stop():
@@ -290,11 +336,12 @@ class Trainer:
                     yield {"type": "end", "step": self.step, "status": "stopped",
                            "reason": "stop requested"}
                     return
-                diag_now = self.diag is not None and (self.step + 1) % every == 0
+                diag_now = self._probe_due(self.step + 1)
                 before = self._snapshot() if diag_now else None
                 self._train_step(self._input(x), y)
                 self.step += 1
                 self.batch_in_epoch += 1
+                self._calibrate()
                 if diag_now:
                     yield self._measure({m.layer_name: m.weight.detach() - before[m.layer_name]
                                          for m in self.layers})
@@ -351,9 +398,12 @@ class Trainer:
                          "batch_in_epoch": self.batch_in_epoch,
                          "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
                          "final_train_loss": self.final_train_loss, "wall_s": self.wall_s,
-                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step},
+                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
+                         "probe_every": self.probe_every, "probe_warm": self.probe_warm,
+                         "_probe0_s": self._probe0_s},
             "window": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen,
                        "bad_step": self._bad_step, "steps": self._window_steps},
+            "traj": self.diag.window.state_dict() if self.diag and self.diag.window else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -370,6 +420,8 @@ class Trainer:
                                                      ("loss_sum", "correct", "seen"))
         self._bad_step = w["bad_step"].to(self.device)
         self._window_steps = w["steps"]
+        if state.get("traj") and self.diag is not None and self.diag.window is not None:
+            self.diag.window.load_state_dict(state["traj"])
 
     def summary(self) -> dict:
         """summary.json's figures (the worker adds status, reason and wall time)."""
@@ -380,6 +432,23 @@ class Trainer:
                 "final_train_loss": self.final_train_loss, "steps": self.step,
                 "epochs": self.epoch, "device": str(self.device), "wall_s": self.wall_s,
                 "config": self.cfg.model_dump(mode="json"), "layers": layers}
+
+
+def auto_cadence(total_steps: int, affordable: int, warm: int = 3) -> tuple[int, int]:
+    """(every, warm-up probes) for `affordable` probes after step 0 over `total_steps`.
+
+    Probes land at every/2^m, …, every/4, every/2 (m = warm-up probes, at most `warm`; the
+    error signal changes fastest early, and this puts probes into the first epoch) and then at
+    every multiple of `every`; `every` is the smallest cadence whose plan has at most
+    `affordable` probes, so the budget holds over the run. With fewer than 2 affordable
+    probes the run gets one probe at its end."""
+    if affordable < 2:
+        return max(total_steps, 1), 0
+    m = min(warm, affordable - 1)
+    every = max(1, math.ceil(total_steps / (affordable - m + 1)))
+    while m + total_steps // every > affordable:
+        every += 1
+    return every, min(m, max(every.bit_length() - 1, 0))
 
 
 def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:

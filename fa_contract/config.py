@@ -83,7 +83,22 @@ class RuleCfg(Section):
     rank: int = Field(10, ge=1, description="ldfa: feedback rank r")
     adapt: Literal["fixed", "oja", "fit"] = Field("oja", description="ldfa feedback adaptation")
     feedback_lr: float = Field(1e-2, ge=0, description="ldfa: learning rate of P and Q")
-    feedback_norm: bool = Field(True, description="dfa: scale B by 1/sqrt(fan) (Launay et al.)")
+    feedback_norm: Literal["launay", "fan_out", "off"] = Field(
+        "launay", description="dfa: B std 1/sqrt(n_L*dim_l) (launay, as in Launay et al.'s code), "
+                              "1/sqrt(n_L) (fan_out, the scale before issue 8) or the forward "
+                              "init's std (off)")
+    fit_scale: Literal["weight", "raw"] = Field(
+        "weight", description="ldfa fit: rescale PQ to ||W|| at init (weight) or keep the raw "
+                              "truncated SVD (raw)")
+
+    @field_validator("feedback_norm", mode="before")
+    @classmethod
+    def _old_boolean_norm(cls, v: object) -> object:
+        """Configs written before the three choices said true / false: true meant Launay et
+        al.'s normalisation (which it now is, with their code's exact scale), false off."""
+        if isinstance(v, bool):
+            return "launay" if v else "off"
+        return v
 
 
 class NormCfg(Section):
@@ -124,10 +139,22 @@ class TrainCfg(Section):
 
 
 class MetricsCfg(Section):
-    every: int = Field(500, ge=0, description="steps between diagnostics; 0 turns them off")
+    """Diagnostics. `every = "auto"` (the default) times the step-0 probe and a few training
+    steps and then probes every ceil(probe_s / (budget · step_s)) steps, so the share holds on
+    any model and device; a fixed integer is the cadence itself (reproducible event steps)."""
+    every: int | Literal["auto"] = Field(
+        "auto", description="steps between diagnostics; 0 turns them off; auto: the cadence "
+                            "that keeps them at metrics.budget of the wall time")
+    budget: float = Field(0.05, gt=0, le=1, description="auto cadence: the share of wall time "
+                                                        "diagnostics may take")
     probe_size: int = Field(256, ge=2, description="fixed probe batch size")
     conv_layout: Literal["sample", "pixel"] = Field(
         "sample", description="conv error matrix: N x C*H*W (sample) or N*H*W x C (pixel)")
+    window: int = Field(8, ge=0, description="trajectory window: the last T probes stacked "
+                                             "(erank_*_traj); 0 turns the trajectory off")
+    window_rows: int = Field(32, ge=1, description="probe rows per probe kept in the window")
+    sketch: int = Field(1024, ge=16, description="rows wider than this are kept as a "
+                                                 "CountSketch of this many columns")
 
 
 class SlurmCfg(Section):

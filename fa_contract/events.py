@@ -66,9 +66,13 @@ class Train(Event):
 
 @dataclass(kw_only=True)
 class Diag(Event):
-    """Every `metrics.every` steps: diagnostics on the fixed probe batch (docs/science.md)."""
+    """At step 0, then on the `metrics.every` cadence: diagnostics on the fixed probe batch."""
     epoch: int = doc("epochs completed")
-    layers: Layers = doc("`{layer name: {metric: value}}` in forward order")
+    layers: Layers = doc("`{layer name: {metric: value}}` in forward order; the metric names "
+                         "(`erank_err`, `erank_sent_traj`, `angle_delta`, ...) are in "
+                         "docs/science.md")
+    every: int | None = doc("the cadence in steps; under `\"auto\"` null until the trainer "
+                            "has planned it", None)
     probe_n: int | None = doc("probe batch size", None)
     probe_loss: float | None = doc("loss on the probe", None)
     probe_acc: float | None = doc("accuracy on the probe", None)

@@ -454,7 +454,7 @@ def show(ctx: typer.Context,
              help="A run directory, or the name of a run under the runs directory.")],
          runs_dir: RunsDirOpt = None) -> None:
     """One run in detail: status, config highlights, final metrics, per-layer diagnostics."""
-    from fa_tui.export import LAYER_METRICS, ExportError, record
+    from fa_tui.export import LAYER_GROUPS, ExportError, record
     target = _resolve_run(run_arg, _runs_dir(ctx, runs_dir))
     try:
         rec = record(target)
@@ -489,14 +489,14 @@ def show(ctx: typer.Context,
     if rec.get("wall_s") is not None:
         _add_row(info, "wall time", fmt_elapsed(rec["wall_s"]))
     out.print(info)
-    if rec.get("layers"):
-        layers = Table(title="per layer (last diagnostics)", title_justify="left")
+    for title, group in LAYER_GROUPS.items() if rec.get("layers") else ():
+        layers = Table(title=f"per layer, last diagnostics: {title}", title_justify="left")
         layers.add_column("layer")
-        for m in LAYER_METRICS:
+        for m in group:
             layers.add_column(m, justify="right")
         for name, metrics in rec["layers"].items():
-            _add_row(layers, name, *("–" if metrics.get(m) is None else f"{metrics[m]:.2f}"
-                                     for m in LAYER_METRICS))
+            _add_row(layers, name, *("–" if not isinstance(metrics.get(m), (int, float))
+                                     else f"{metrics[m]:.2f}" for m in group))
         _print_table(layers)
     if status.state in ("failed", "diverged"):
         tail = target.log_tail(15)
@@ -554,6 +554,14 @@ def presets() -> None:
 
 
 # --- export -----------------------------------------------------------------------------------
+class XAxis(str, Enum):
+    """fa_tui.export.X_AXES (kept here so that --help needs no import of the exporter)."""
+    step = "step"
+    epoch = "epoch"
+    wall = "wall"
+    val_acc = "val_acc"
+
+
 class Format(str, Enum):
     json = "json"
     csv = "csv"
@@ -579,6 +587,13 @@ def export(ctx: typer.Context,
                "--plot", metavar="FILE", show_default=False,
                help="Also draw accuracy, per-layer erank and angle curves (.png, .svg, .pdf; "
                     "needs matplotlib).")] = None,
+           x: Annotated[XAxis, typer.Option(
+               "--x", help="x-axis of --curves (the `x` column) and --plot: step, epoch, wall "
+                           "time (s) or the latest val accuracy (compare runs at matched "
+                           "accuracy).")] = XAxis.step,
+           rank: Annotated[str, typer.Option(
+               "--rank", help="per-layer rank metric drawn by --plot, e.g. erank_sent_traj, "
+                              "erank_err_rn")] = "erank_err",
            group: Annotated[bool, typer.Option(
                "--group/--no-group", help="Merge runs that differ only by seed (mean ± std).")
            ] = True,
@@ -593,7 +608,7 @@ def export(ctx: typer.Context,
             fmt = Format(output.suffix.lstrip("."))
         table_wanted = not (plot and fmt is None and output is None and not curves)
         if table_wanted:
-            table = curve_table(runs) if curves else summary_table(runs, group, layers)
+            table = curve_table(runs, x.value) if curves else summary_table(runs, group, layers)
             for note in table.notes:          # runs left out, seeds not counted twice
                 err.print(f"note: {note}", markup=False, soft_wrap=True)
             text = render(table, (fmt or (Format.csv if curves else Format.md)).value)
@@ -603,7 +618,7 @@ def export(ctx: typer.Context,
                 output.write_text(text, encoding="utf-8")
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:
-            draw(runs, plot)
+            draw(runs, plot, x.value, rank)
             err.print(f"wrote {plot}")
     except ExportError as e:
         fail(str(e))

@@ -9,7 +9,7 @@ A run that cannot be read is skipped and named in `Table.skipped`. A run without
 so no metric is lost.
 
 Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
-columns. Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
+columns, with an `x` column for the chosen x-axis (X_AXES). Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
 accuracies in percent, json and csv keep raw fractions at full precision.
 
 Length: the two tables, their four renderers and the plot share the column and number
@@ -36,7 +36,19 @@ FORMATS = ("json", "csv", "md", "tex")
 KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
                "optim": "optim.name", "norm": "norm.name", "lr": "optim.lr"}
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
-LAYER_METRICS = ("erank_err", "erank_err_bp", "angle_delta", "angle_grad", "angle_weight")
+#: the per-layer diagnostics that tables show, in groups (`fa-tui show` prints one table each)
+LAYER_GROUPS = {
+    "error ranks, per probe batch": ("erank_err", "erank_err_bp", "erank_err_rn",
+                                     "erank_err_rn_bp", "erank_sent", "erank_sent_bp"),
+    "trajectory ranks, over the window": ("erank_sent_traj", "erank_sent_traj_bp",
+                                          "erank_grad_traj", "erank_grad_traj_bp", "erank_disp"),
+    "angles (degrees)": ("angle_delta", "angle_grad", "angle_weight"),
+}
+LAYER_METRICS = tuple(m for group in LAYER_GROUPS.values() for m in group)
+#: what curves and plots can be drawn against: training step, epoch (fractional), wall time
+#: since the run's first event (s), or the latest validation accuracy (to compare runs at
+#: matched accuracy rather than at matched step)
+X_AXES = ("step", "epoch", "wall", "val_acc")
 CURVE_EVENTS = ("train", "eval", "diag", "test")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -204,16 +216,44 @@ def _states(states: list[str]) -> str:
 
 
 # --- curves ---------------------------------------------------------------------------------
-def curve_table(runs: Sequence[RunDir]) -> Table:
+def with_x(events: Sequence[dict], axis: str) -> list[tuple[dict, float | None]]:
+    """Every event with its x value on `axis` (X_AXES); None where it has none (before the
+    first validation for val_acc, an event without a time for wall)."""
+    if axis not in X_AXES:
+        raise ExportError(f"unknown x-axis '{axis}': expected one of {', '.join(X_AXES)}")
+    start = next((e for e in events if e.get("type") == "start"), {})
+    per_epoch = start.get("steps_per_epoch")
+    t0 = next((e["t"] for e in events if isinstance(e.get("t"), (int, float))), None)
+    val: float | None = None
+    out = []
+    for e in events:
+        if e.get("type") == "eval" and e.get("split", "val") == "val":
+            val = e.get("acc")
+        step = e.get("step")
+        if axis == "step":
+            x = step
+        elif axis == "epoch":
+            x = step / per_epoch if per_epoch and isinstance(step, (int, float)) else e.get("epoch")
+        elif axis == "wall":
+            t = e.get("t")
+            x = t - t0 if isinstance(t, (int, float)) and t0 is not None else None
+        else:
+            x = val
+        out.append((e, x))
+    return out
+
+
+def curve_table(runs: Sequence[RunDir], x: str = "step") -> Table:
     """One row per train/eval/diag/test event of every run, in order; a diag event's layers
-    become `layer.metric` columns. A resumed run reads as one uninterrupted history."""
-    table = Table(["run", "type", "step", "epoch", "t"])
+    become `layer.metric` columns, `x` is the event's value on the chosen axis (X_AXES). A
+    resumed run reads as one uninterrupted history."""
+    table = Table(["run", "type", "x", "step", "epoch", "t"])
     seen = set(table.columns)
     for run in runs:
-        for event in run.read_events():
+        for event, xv in with_x(run.read_events(), x):
             if event.get("type") not in CURVE_EVENTS:
                 continue
-            row = {"run": run.name}
+            row = {"run": run.name, "x": xv}
             for k, v in event.items():
                 if k == "layers" and isinstance(v, dict):
                     for layer, metrics in v.items():
@@ -347,10 +387,14 @@ def _tex_escape(text: str) -> str:
 
 
 # --- plot -----------------------------------------------------------------------------------
-def plot(runs: Sequence[RunDir], path: Path) -> None:
-    """Accuracy, per-layer erank of the error signal and per-layer angle to the BP error over
-    training, one colour per run (per layer when there is one run; else deeper layers are
-    drawn more opaque). matplotlib is an optional extra, imported only here."""
+def plot(runs: Sequence[RunDir], path: Path, x: str = "step",
+         rank_metric: str = "erank_err") -> None:
+    """Accuracy, per-layer erank (`rank_metric`, e.g. erank_sent_traj) and per-layer angle to
+    the BP error against `x` (X_AXES), one colour per run (per layer when there is one run;
+    else deeper layers are drawn more opaque). matplotlib is an optional extra, imported only
+    here."""
+    if x not in X_AXES:
+        raise ExportError(f"unknown x-axis '{x}': expected one of {', '.join(X_AXES)}")
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
         raise ExportError(f"--plot {path}: the file name must end in "
@@ -366,30 +410,36 @@ def plot(runs: Sequence[RunDir], path: Path) -> None:
     run_colors = matplotlib.colormaps["tab10"]
     layer_colors = matplotlib.colormaps["viridis"]
     for i, run in enumerate(runs):
-        events = run.read_events()
+        events = with_x(run.read_events(), x)
         color = run_colors(i % 10)
-        xs, ys = iter_metric(events, "eval", "acc")
-        acc_ax.plot(xs, [100 * y for y in ys], color=color, marker=".", label=f"{run.name} val")
-        xs, ys = iter_metric(events, "train", "acc")
-        acc_ax.plot(xs, [100 * y for y in ys], color=color, alpha=0.5, linestyle=":",
-                    label=f"{run.name} train")
-        diags = [e for e in events if e.get("type") == "diag"]
-        names = list(dict.fromkeys(n for e in diags for n in e.get("layers", {})))
+        for etype, style in (("eval", {"marker": ".", "label": f"{run.name} val"}),
+                             ("train", {"alpha": 0.5, "linestyle": ":",
+                                        "label": f"{run.name} train"})):
+            pts = [(xv, 100 * e["acc"]) for e, xv in events if e.get("type") == etype
+                   and xv is not None and isinstance(e.get("acc"), (int, float))
+                   and e.get("split", "val") == "val"]
+            if pts:
+                acc_ax.plot(*zip(*pts), color=color, **style)
+        diags = [(e, xv) for e, xv in events if e.get("type") == "diag" and xv is not None]
+        names = list(dict.fromkeys(n for e, _ in diags for n in e.get("layers", {})))
         for j, name in enumerate(names):
             depth = (j + 1) / len(names)
-            style = ({"color": layer_colors(j / max(len(names) - 1, 1)), "label": name}
+            layer_style: dict[str, Any] = (
+                     {"color": layer_colors(j / max(len(names) - 1, 1)), "label": name}
                      if len(runs) == 1 else
                      {"color": color, "alpha": 0.25 + 0.75 * depth,
                       "label": run.name if j == len(names) - 1 else None})
-            for ax, metric in ((rank_ax, "erank_err"), (angle_ax, "angle_delta")):
-                pts = [(e["step"], e["layers"][name].get(metric)) for e in diags
+            for ax, metric in ((rank_ax, rank_metric), (angle_ax, "angle_delta")):
+                pts = [(xv, e["layers"][name].get(metric)) for e, xv in diags
                        if name in e.get("layers", {})]
                 pts = [(x, y) for x, y in pts if y is not None]
                 if pts:
-                    ax.plot(*zip(*pts), **style)
-    acc_ax.set(title="accuracy", xlabel="step", ylabel="%")
-    rank_ax.set(title="effective rank of the error signal (erank_err)", xlabel="step")
-    angle_ax.set(title="angle to the BP error (angle_delta)", xlabel="step", ylabel="degrees")
+                    ax.plot(*zip(*pts), **layer_style)
+    label = {"step": "step", "epoch": "epoch", "wall": "wall time (s)",
+             "val_acc": "validation accuracy (fraction)"}[x]
+    acc_ax.set(title="accuracy", xlabel=label, ylabel="%")
+    rank_ax.set(title=f"effective rank ({rank_metric})", xlabel=label)
+    angle_ax.set(title="angle to the BP error (angle_delta)", xlabel=label, ylabel="degrees")
     for ax in (acc_ax, rank_ax, angle_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

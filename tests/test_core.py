@@ -283,7 +283,7 @@ def test_form_errors_come_from_the_schema_and_land_on_their_field():
 
 def test_form_fields_follow_the_schema_and_the_choices():
     assert form.choices("rule.name") == ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
-    assert form.choices("rule.feedback_norm") == (True, False)
+    assert form.choices("rule.feedback_norm") == ("launay", "fan_out", "off")
     assert form.kind("model.widths") == "list" and form.kind("optim.lr") == "number"
     assert form.choices("run.device")[:2] == ("auto", "cpu")
     spec = form.FIELDS["rule.rank"]

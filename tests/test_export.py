@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fa_contract.config import Config
 from fa_contract.rundir import EVENTS, RunDir, Status, append_event
 from fa_tui.cli import app
-from fa_tui.export import curve_table, find_runs, render, summary_table
+from fa_tui.export import curve_table, find_runs, plot, render, summary_table
 from fa_tui.launch import create_run
 from tui_fixtures import start_event
 
@@ -36,7 +36,8 @@ def make_run(runs_dir: Path, rule: str, seed: int, test_acc: float | None, state
                        "angle_grad": 0.0, "angle_weight": None if rule == "bp" else 85.0}}
     val = [0.5, (test_acc or 0.5) - 0.01]
     with open(run.file(EVENTS), "w") as f:
-        append_event(f, start_event(cfg.model_dump(mode="json"), 10, ("fc1", "head")))
+        append_event(f, start_event(cfg.model_dump(mode="json"), 10, ("fc1", "head"),
+                                    steps_per_epoch=5))
         append_event(f, {"type": "diag", "step": 0, "epoch": 0, "layers": layers})
         append_event(f, {"type": "train", "step": 5, "epoch": 0, "loss": 1.5, "acc": 0.4})
         append_event(f, {"type": "eval", "step": 5, "epoch": 1, "split": "val", "loss": 1.2,
@@ -150,12 +151,34 @@ def test_a_run_without_summary_is_exported_from_its_events(tmp_path):
 def test_curves_flatten_every_metric_event(runs_dir):
     table = curve_table(find_runs([runs_dir / "exp-rule=fa-seed=1"]))
     assert [r["type"] for r in table.rows] == ["diag", "train", "eval", "diag", "eval", "test"]
-    assert table.columns[:5] == ["run", "type", "step", "epoch", "t"]
+    assert table.columns[:6] == ["run", "type", "x", "step", "epoch", "t"]
+    assert [r["x"] for r in table.rows] == [r["step"] for r in table.rows]
     parsed = list(csv.DictReader(io.StringIO(render(table, "csv"))))
     assert len(parsed) == 6
     assert parsed[0]["fc1.erank_err"] == "4.0" and parsed[0]["head.angle_weight"] == "85.0"
     assert parsed[2]["acc"] == "0.5" and parsed[2]["split"] == "val"
     assert parsed[1]["fc1.erank_err"] == ""                       # a train row has no layers
+
+
+@pytest.mark.parametrize("axis", ["epoch", "wall", "val_acc"])
+def test_curves_and_plots_take_another_x_axis(runs_dir, tmp_path, axis):
+    runs = find_runs([runs_dir / "exp-rule=fa-seed=1"])
+    events = runs[0].read_events()
+    table = curve_table(runs, axis)
+    if axis == "val_acc":
+        # before the first validation there is no accuracy to place a row at
+        evals = [e["acc"] for e in events if e.get("type") == "eval"]
+        assert table.rows[0]["x"] is None and table.rows[2]["x"] == evals[0]
+        assert table.rows[-1]["x"] == evals[-1]
+    elif axis == "epoch":
+        per_epoch = events[0]["steps_per_epoch"]
+        assert [r["x"] for r in table.rows] == [r["step"] / per_epoch for r in table.rows]
+    else:
+        t0 = events[0]["t"]
+        assert [r["x"] for r in table.rows] == [r["t"] - t0 for r in table.rows]
+    pytest.importorskip("matplotlib")
+    plot(runs, tmp_path / "p.png", axis, "erank_err")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_export_formats_files_and_plot(runs_dir, tmp_path):

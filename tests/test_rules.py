@@ -175,14 +175,17 @@ def test_dfa_first_layer_sends_no_input_error() -> None:
     assert rule.effective_feedback(rule.layers[1]) is None
 
 
-@pytest.mark.parametrize("norm", [True, False])
-def test_dfa_feedback_scale(norm: bool) -> None:
+@pytest.mark.parametrize("norm", ["launay", "fan_out", "off", True, False])
+def test_dfa_feedback_scale(norm) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 10))
     x = torch.randn(2, 400)
     _, rule = with_rule(model, x, "dfa", feedback_norm=norm)
     b = model[2].dfa_feedback
-    expected = 1 / math.sqrt(10) if norm else float(model[2].weight.detach().std())
+    # Launay et al.'s code: std 1/sqrt(n_L * dim_l), dim_l = 300 the size of the signal sent;
+    # old configs' `true` reads as launay, `false` as off
+    expected = {"launay": 1 / math.sqrt(10 * 300), True: 1 / math.sqrt(10 * 300),
+                "fan_out": 1 / math.sqrt(10)}.get(norm, float(model[2].weight.detach().std()))
     assert float(b.std()) == pytest.approx(expected, rel=0.05)
     assert float(b.abs().max()) <= expected * math.sqrt(3) * 1.0001   # uniform, like the init
 

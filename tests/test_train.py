@@ -134,7 +134,8 @@ def test_diagnostics_leave_the_weights_bit_identical(rule, optim):
     sections = {"rule": RULES[rule], "norm": {"name": "batchnorm"},
                 "model": {"dropout": 0.2}, "optim": {"name": optim, "lr": 0.02}}
     off = train(tiny(metrics={"every": 0}, **sections))[0]
-    on, events = train(tiny(metrics={"every": 2}, **sections))
+    # the trajectory window on (and small, so that it fills and rolls over)
+    on, events = train(tiny(metrics={"every": 2, "window": 3}, **sections))
     assert len(of_type(events, "diag")) == 1 + on.step // 2   # probes did run
     assert_identical(weights(off), weights(on))
 
@@ -144,7 +145,9 @@ DIAG_KEYS = {
     "erank_err", "pr_err", "erank_err_bp", "pr_err_bp", "erank_grad", "pr_grad",
     "erank_grad_bp", "pr_grad_bp", "erank_step", "pr_step", "erank_act", "pr_act", "rows",
     "angle_delta", "angle_delta_sample", "angle_grad", "angle_step", "angle_weight",
-    "fb_ratio", "cons_drift",
+    "fb_ratio", "cons_drift", "erank_err_rn", "erank_sent", "erank_sent_bp", "erank_sent_rn",
+    "erank_sent_traj", "erank_sent_traj_bp", "erank_grad_traj", "erank_grad_traj_bp",
+    "erank_disp", "step_noise", "erank_err_rn_bp", "erank_sent_rn_bp",
 }
 
 
@@ -189,7 +192,10 @@ def test_diag_events_report_every_layer_with_the_documented_keys(fa_run):
         for metrics in d["layers"].values():
             assert set(metrics) == DIAG_KEYS
             assert metrics["rows"] == 32
-            assert 0 <= metrics["angle_grad"] <= 180 and metrics["angle_weight"] is not None
+            assert 0 <= metrics["angle_grad"] <= 180
+        # the first layer's feedback is never used: no angle_weight there
+        assert d["layers"]["fc1"]["angle_weight"] is None
+        assert all(d["layers"][n]["angle_weight"] is not None for n in names[1:])
     # no step has been applied at step 0; every later probe follows a step
     assert all(m["erank_step"] is None for m in diags[0]["layers"].values())
     assert all(m["angle_step"] is not None for d in diags[1:] for m in d["layers"].values())

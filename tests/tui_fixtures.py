@@ -62,10 +62,11 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
     return out
 
 
-def start_event(cfg: dict, total_steps: int = 30, layers: tuple[str, ...] = LAYERS) -> dict:
+def start_event(cfg: dict, total_steps: int = 30, layers: tuple[str, ...] = LAYERS,
+                steps_per_epoch: int = 10) -> dict:
     """A start event as the Trainer writes it (every key its record requires)."""
     return {"type": "start", "step": 0, "config": cfg, "device": "cpu", "host": "fixture",
-            "params": 4242, "steps_per_epoch": 10, "total_steps": total_steps,
+            "params": 4242, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
             "layers": [{"name": n, "kind": "Linear", "shape": [16, 16]} for n in layers],
             "amp": False, "channels_last": False, "cuda_graph": False}
 

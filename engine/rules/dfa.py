@@ -15,10 +15,19 @@ records e on the rule and the layers below read it. The head itself sends e @ B_
 of W_head's shape: for the head DFA is FA with its own B. The first layer sends nothing (its
 input is data) and has no B. Weight gradients stay the true local ones.
 
-Feedback normalisation (`feedback_norm`, Launay et al. 2019): B entries have std
-scale/sqrt(n_L), so each entry of e @ B has the size of e's per-sample norm whatever the fan;
-off, B uses the std of the layer's forward init. Either way the family (uniform or Gaussian) is
-the forward init's unless `init` names another.
+Feedback normalisation (`feedback_norm`, Launay et al. 2019), with dim_l = prod(in_shape), the
+size of the signal the layer sends (= the size of the signal the layer below receives):
+
+- `launay` (default): B entries have std scale/sqrt(n_L · dim_l), exactly the scale of their
+  code (lightonai/principled-dfa-training, dfatools: randn / sqrt(max_dim · n_L), then each
+  slice times sqrt(max_dim / dim_l)). Each entry of e @ B then has rms ‖e‖/sqrt(n_L · dim_l),
+  so the whole signal has norm ≈ ‖e‖/sqrt(n_L) whatever the width: at init it is within a
+  small factor of BP's error (tests/test_dfa_scale.py), and a ReLU MLP trains at SGD lr 0.01.
+- `fan_out`: std scale/sqrt(n_L), the scale used before; the signal then has norm
+  ‖e‖·sqrt(dim_l) / sqrt(n_L), 5-50× BP's, and a ReLU MLP diverges at SGD lr 0.01 momentum 0.9.
+- `off`: B uses the std of the layer's forward init.
+
+The family (uniform or Gaussian) is always the forward init's unless `init` names another.
 """
 import math
 
@@ -40,7 +49,9 @@ class DFA(Rule):
             return
         classes = math.prod(self.layers[-1].out_shape)
         shape = (classes, math.prod(layer.in_shape))
-        if self.cfg.feedback_norm:
+        if self.cfg.feedback_norm == "launay":
+            std = 1.0 / math.sqrt(classes * shape[1])
+        elif self.cfg.feedback_norm == "fan_out":
             std = 1.0 / math.sqrt(classes)
         else:
             std = float(layer.weight.detach().float().std())

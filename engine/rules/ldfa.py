@@ -23,6 +23,13 @@ Adaptation (`adapt`), only in `after_backward`, i.e. only in training passes, wi
   fixed points (P spanning C's top-r eigenvectors) are unchanged and lr is scale-free and stable
   below 1.
 - `fit`: one gradient step on ½‖PQ − W‖² for P and Q per training step.
+
+`fit_scale` (fit only). The truncated SVD keeps only the top r singular values, so ‖PQ‖/‖W‖
+is small at low rank (0.18 at r = 2 on a 256-wide layer), and comparing `fit` with `fixed` /
+`oja` (‖PQ‖ ≈ ‖W‖ by construction) at equal r would confound scale with direction. With
+`weight` (the default) the feedback used is s·PQ, s = ‖W‖/‖PQ‖ recomputed at every use from
+r × r matrices (‖PQ‖² = Σ (PᵀP) ⊙ (QQᵀ)), so the fit sets the direction and W the norm, at
+init and throughout; P and Q themselves still follow ½‖PQ − W‖². `raw` uses PQ as fitted.
 """
 import math
 
@@ -56,17 +63,30 @@ class LDFA(Rule):
         layer.register_buffer("feedback_q", q.contiguous().to(w.device))
 
     # --- the backward pass ------------------------------------------------------------------
+    def _scale(self, layer: nn.Module) -> Tensor | None:
+        """s = ‖W‖/‖PQ‖ under fit with fit_scale = 'weight' (see the module docstring), else
+        None. Computed on the device, without a sync."""
+        if self.cfg.adapt != "fit" or self.cfg.fit_scale != "weight":
+            return None
+        p, q = layer.feedback_p.float(), layer.feedback_q.float()
+        pq_sq = ((p.t() @ p) * (q @ q.t())).sum().clamp_min(1e-30)
+        return torch.linalg.vector_norm(layer.weight.detach().float()) / pq_sq.sqrt()
+
     def backward_weight(self, layer: nn.Module, weight: Tensor) -> Tensor | None:
         if isinstance(layer, nn.Conv2d):
-            return (layer.feedback_p @ layer.feedback_q).view(weight.shape).to(weight.dtype)
+            return self.effective_feedback(layer).to(weight.dtype)
         return None  # Linear: input_error sends (δP)Q through the bottleneck
 
     def input_error(self, layer: nn.Module, grad_out: Tensor, x_shape: torch.Size) -> Tensor:
         dt = grad_out.dtype
-        return (grad_out @ layer.feedback_p.to(dt)) @ layer.feedback_q.to(dt)
+        out = (grad_out @ layer.feedback_p.to(dt)) @ layer.feedback_q.to(dt)
+        s = self._scale(layer)
+        return out if s is None else out * s.to(dt)
 
     def effective_feedback(self, layer: nn.Module) -> Tensor:
-        return (layer.feedback_p @ layer.feedback_q).view(layer.weight.shape)
+        fb = (layer.feedback_p @ layer.feedback_q).view(layer.weight.shape)
+        s = self._scale(layer)
+        return fb if s is None else fb * s
 
     # --- adaptation -------------------------------------------------------------------------
     def after_backward(self, layer: nn.Module, x: Tensor, grad_out: Tensor) -> None:

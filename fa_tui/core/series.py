@@ -46,12 +46,19 @@ def diag_metrics(events: Iterable[dict]) -> list[str]:
     return list(seen)
 
 
+#: the rank metrics the `v` key cycles through first (docs/science.md): the error signal, the
+#: error sent down, their trajectories, the row-normalised forms, then the rest by name
+RANK_ORDER = ("erank_err", "erank_sent", "erank_sent_traj", "erank_grad_traj", "erank_err_rn",
+              "erank_sent_rn", "erank_disp")
+
+
 def rank_variants(metrics: Sequence[str]) -> list[tuple[str, str | None]]:
     """(rule metric, its BP counterpart or None) for every rank-like metric (effective rank
     `erank_*`, participation ratio `pr_*`), the error signal first because the science asks
     about it first."""
     names = [m for m in metrics if m.startswith(("erank", "pr_")) and not m.endswith("_bp")]
-    names.sort(key=lambda m: (not m.startswith("erank_err"), not m.startswith("erank"), m))
+    first = {m: i for i, m in enumerate(RANK_ORDER)}
+    names.sort(key=lambda m: (first.get(m, len(first)), not m.startswith("erank"), m))
     return [(m, m + "_bp" if m + "_bp" in metrics else None) for m in names]
 
 

@@ -1,0 +1,51 @@
+"""metrics.every = "auto": the run's probes are planned from the measured probe and step
+times to fit metrics.budget, with warm-up probes early (engine.train.auto_cadence)."""
+from __future__ import annotations
+
+import pytest
+
+from engine.config import Config
+from engine.train import Trainer, auto_cadence
+
+
+def plan(total: int, affordable: int) -> list[int]:
+    every, warm = auto_cadence(total, affordable)
+    warm_steps = {every >> k for k in range(1, warm + 1)}
+    return [s for s in range(1, total + 1) if s % every == 0 or s in warm_steps]
+
+
+@pytest.mark.parametrize("total, affordable", [(430, 0), (430, 1), (430, 3), (4300, 6),
+                                               (4300, 100), (100, 50), (5, 40)])
+def test_the_plan_stays_within_the_affordable_probes(total, affordable):
+    steps = plan(total, affordable)
+    assert 1 <= len(steps) <= max(affordable, 1)
+    assert steps == sorted(set(steps)) and steps[-1] <= total
+
+
+def test_a_ten_epoch_run_gets_several_probes_in_its_first_epoch():
+    # 430 steps per epoch, 6 probes affordable over 10 epochs (a probe = 35 steps at 5 %):
+    # warm-up probes at 134 and 269 land in the first epoch, beside the step-0 probe
+    steps = plan(4300, 6)
+    assert steps == [134, 269, 538, 1076, 2152, 3228]
+    assert len([s for s in steps if s <= 430]) == 2
+
+
+def test_auto_runs_plan_their_probes_and_report_the_cadence():
+    cfg = Config.model_validate({
+        "run": {"device": "cpu", "seed": 0},
+        "data": {"name": "synthetic", "shape": [20], "classes": 4, "train_size": 400,
+                 "val_size": 64, "test_size": 64},
+        "model": {"name": "mlp", "width": 16, "depth": 1},
+        "train": {"epochs": 3, "batch_size": 16, "log_every": 50},
+        "metrics": {"budget": 0.5, "probe_size": 16, "window": 2}})
+    assert cfg.metrics.every == "auto"
+    tr = Trainer(cfg)
+    diags = [e for e in tr.events() if e["type"] == "diag"]
+    assert diags[0]["step"] == 0
+    every, warm = tr.probe_every, tr.probe_warm
+    assert isinstance(every, int) and every >= 1
+    later = [d["step"] for d in diags[1:]]
+    assert later                                   # the plan ran probes after step 0
+    warm_steps = {every >> k for k in range(1, warm + 1)}
+    assert all(s % every == 0 or s in warm_steps for s in later)
+    assert all(d["every"] == every for d in diags[1:])
