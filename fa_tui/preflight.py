@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.config import Config
-from engine.data_files import DOWNLOAD_HOST, data_root, find_files, missing_files, reachable
-from engine.estimate import Estimate, estimate, fmt_bytes
+from fa_contract.config import Config
+from fa_contract.data_files import DOWNLOAD_HOST, data_root, find_files, missing_files, reachable
+from fa_contract.estimate import Estimate, estimate, fmt_bytes
 from fa_tui import machine
 
 #: room a run needs on disk beyond its checkpoint: events, status, summary, log

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engine.config import Config
-from engine.estimate import F32, estimate, param_count
+from fa_contract.config import Config
+from fa_contract.estimate import F32, estimate, param_count
 
 MODELS = {
     "mlp": {"model": {"name": "mlp", "width": 64, "depth": 3}},
