@@ -38,7 +38,7 @@ IMAGE_MODELS = ("cnn", "resnet18", "vit")
 # Upper bounds. They are generous — far above anything the shipped presets or the papers
 # use — and exist so that a typo (an extra three zeros) is refused by the schema with a
 # message, not discovered by the kernel's out-of-memory killer. What a run actually needs is
-# checked against the machine by the memory estimate at launch (engine/estimate.py).
+# checked against the machine by the memory estimate at launch (fa_contract/estimate.py).
 MAX_UNITS = 1 << 30          # widths, channels, embedding dims, ranks (the memory estimate
                              # refuses far less at launch; this bounds the arithmetic)
 MAX_LAYERS = 1024            # depth

@@ -178,7 +178,7 @@ class RunProgress:
 def exit_reason(rc: int, estimate: int | None = None) -> str:
     """Why a worker that exited without writing a final state ended, in words; a SIGKILL is
     most often the kernel's out-of-memory killer, so say so, with the memory the launch
-    estimated the run to need (engine/estimate.py) when known."""
+    estimated the run to need (fa_contract/estimate.py) when known."""
     if rc == -signal.SIGKILL:
         from fa_contract.estimate import fmt_bytes
         est = f"; it was estimated to need {fmt_bytes(estimate)}" if estimate else ""

@@ -3,7 +3,7 @@ exist, every run fits in memory, the runs directory can be written and has room,
 is on disk (fetched once, here, when missing and allowed). Torch-free; the CLI and the TUI call
 `check_launch` after the preset validated and before `create_run`.
 
-The preset itself (values, bounds, choices) is the schema's business (engine/config.py,
+The preset itself (values, bounds, choices) is the schema's business (fa_contract/config.py,
 fa_tui/presets.py); these checks are about this machine, now. Each failure is one
 PreflightError message naming what was asked, what the machine has, and how to get past it.
 """

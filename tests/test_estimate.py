@@ -1,4 +1,4 @@
-"""The launch-time memory estimate (engine/estimate.py): its parameter count is exact — checked
+"""The launch-time memory estimate (fa_contract/estimate.py): its parameter count is exact — checked
 against the real torch module of every model — and its parts add up as documented."""
 from __future__ import annotations
 
