@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from _bench import HEADER, Side, compare, cycle, machine, one_thread, peak_rss_gb, ratio
-from engine.config import Config, MetricsCfg
+from fa_contract.config import Config, MetricsCfg
 from engine.data import Batches
 from engine.models import build_model
 from engine.train import Trainer

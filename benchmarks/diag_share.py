@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.train import Trainer
 
 

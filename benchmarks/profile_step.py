@@ -15,7 +15,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.train import Trainer
 
 

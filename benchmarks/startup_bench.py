@@ -3,7 +3,7 @@
     python benchmarks/startup_bench.py [--repeats 5]
 
 1. Phases of a worker's start, in a fresh interpreter each time: CPU and wall seconds after
-   `import engine.config`, `import torch`, `import engine.train`, the data load, building the
+   `import fa_contract.config`, `import torch`, `import engine.train`, the data load, building the
    Trainer and the first training step; and whether `torch._dynamo` got imported.
 2. Launch to first step: a real worker (`fa_tui.launch.spawn`) on a one-epoch Fashion-MNIST
    MLP run (784-256-256-10, batch 128, fa; synthetic data of the same shape when the files
@@ -30,8 +30,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from engine.config import Config
-from engine.data_files import find_files
+from fa_contract.config import Config
+from fa_contract.data_files import find_files
 from fa_tui.launch import ROOT, create_run, spawn
 
 PHASES = textwrap.dedent("""
@@ -41,7 +41,7 @@ PHASES = textwrap.dedent("""
     def mark(name, wall=None, cpu=None):
         marks.append((name, time.perf_counter() - t0 if wall is None else wall,
                       time.process_time() - c0 if cpu is None else cpu))
-    from engine.config import Config; mark("import engine.config")
+    from fa_contract.config import Config; mark("import fa_contract.config")
     cfg = Config.model_validate(json.loads(sys.argv[1]))
     import torch; mark("import torch")
     import engine.train as T; mark("import engine.train")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from textual import events  # noqa: E402
 
-from engine.rundir import RunDir, Status, append_event  # noqa: E402
+from fa_contract.rundir import RunDir, Status, append_event  # noqa: E402
 
 LAYERS = [f"layers.{i}" for i in range(8)]
 METRICS = ["erank_err", "erank_err_bp", "pr_err", "pr_err_bp", "erank_grad", "erank_grad_bp",
@@ -43,7 +43,7 @@ RULES = ["bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa"]
 def write(root: Path, runs: int, rate: float, seconds: float) -> None:
     """The writer process: create `runs` running runs, then stream their events."""
     import tomli_w
-    from engine.config import Config
+    from fa_contract.config import Config
     handles = []
     for i in range(runs):
         run = RunDir(root / f"bench-{i:02d}")
@@ -57,7 +57,8 @@ def write(root: Path, runs: int, rate: float, seconds: float) -> None:
         run.write_status(status)
         f = open(run.file("events.jsonl"), "a", encoding="utf-8")
         log = open(run.file("worker.log"), "a", encoding="utf-8")
-        append_event(f, {"type": "start", "config": cfg.model_dump(mode="json"),
+        append_event(f, {"type": "start", "step": 0, "config": cfg.model_dump(mode="json"),
+                         "device": "cpu", "host": "bench", "params": 0, "steps_per_epoch": 10**6,
                          "layers": [{"name": n, "kind": "Linear", "shape": [256, 256]}
                                     for n in LAYERS], "total_steps": 10**6})
         handles.append((run, status, f, log))

@@ -23,8 +23,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from engine.config import DataCfg
-from engine.data_files import data_root, find_files, missing_files, search_dirs
+from fa_contract.config import DataCfg
+from fa_contract.data_files import data_root, find_files, missing_files, search_dirs
 
 # The torchvision classes that read (and download) each dataset in torchvision's own layout.
 #: torchvision dataset class per name, by class name so that torchvision (which doubles a

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from engine import lazy_dynamo
-from engine.config import OptimCfg
+from fa_contract.config import OptimCfg
 
 
 # --- the LR schedule ---------------------------------------------------------------------------

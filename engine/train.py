@@ -10,6 +10,9 @@ classes as device tensors (two small ops, no sync) and the window's sums, accura
 non-finite loss are worked out from those once per `train.log_every` steps (or every
 `FOLD_EVERY` steps, which bounds the memory they hold) with one read-back; diagnostics run only
 every `metrics.every` steps (see engine/diagnostics.py).
+
+Length: the Trainer's build, hot loop, evaluation and checkpoint state share its fields; the
+rules, models, optimiser and diagnostics it drives are already modules of their own.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.data import Batches, eval_batches, load_data, normalise
 from engine.diagnostics import Diagnostics
 from engine.layers import attach

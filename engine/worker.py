@@ -31,34 +31,31 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from engine.config import Config
-from engine.rundir import CHECKPOINT, EVENTS, HEARTBEAT_S, SUMMARY, RunDir, Status, append_event
+from fa_contract import status as status_file
+from fa_contract.atomic import atomic_file, open_log
+from fa_contract.config import Config
+from fa_contract.process import slurm_job
+from fa_contract.rundir import CHECKPOINT, EVENTS, SUMMARY, RunDir, Status, append_event
+from fa_contract.summary import KEYS as SUMMARY_KEYS
 
 if TYPE_CHECKING:
     from engine.train import Trainer
 
 #: how long the final summary and status are retried on a full disk, and how often
 FINAL_WRITE_S = 3600.0
-RETRY_S = 2.0
-#: summary.json keys that exist even when the trainer could not be built (docs/run-directory.md)
-SUMMARY_KEYS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_train_loss",
-                "steps", "epochs", "device")
+FINAL_WAIT_S = 2.0
 
 
 def save_checkpoint(trainer: Trainer, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, fsync, rename: a reader (or a
-    resume after a crash mid-save) only ever sees a complete checkpoint."""
+    """torch.save through the contract's atomic writer: a reader (or a resume after a crash
+    mid-save) only ever sees a complete checkpoint, and temporary files of killed workers are
+    removed."""
     import torch
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_file(path, "wb") as f:   # a failure leaves no partial checkpoint behind
             torch.save(trainer.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)          # a full disk leaves no partial checkpoint behind
-        if isinstance(e, OSError) and not e.filename:
+    except OSError as e:
+        if not e.filename:
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
@@ -80,9 +77,11 @@ class Worker:
         # keep the launcher's start time (it wrote our pid): elapsed then counts from launch
         launched = rundir.read_status()
         started = launched.started if launched.pid == os.getpid() and launched.started else None
+        # keys this version does not know (a newer launcher's) are written back unchanged
         self.status = Status(state="running", pid=os.getpid(), started=started or time.time(),
                              slurm_job=slurm_job() or launched.slurm_job,
-                             slurm_state="RUNNING" if slurm_job() else None)
+                             slurm_state="RUNNING" if slurm_job() else None,
+                             extra=launched.extra)
         self.stop_requested = threading.Event()
         self.trainer: Trainer | None = None
         self.config: dict | None = None
@@ -99,8 +98,9 @@ class Worker:
         try:
             try:
                 # a fresh start begins a fresh history; a resume appends (EventLog's rule)
-                self.events = open(self.rundir.file(EVENTS), "a" if self.resume else "w",
-                                   encoding="utf-8")
+                # (a partial last line left by a crash is completed first, so the resume event
+                # is not glued onto it and lost; a symbolic link is never written through)
+                self.events = open_log(self.rundir.file(EVENTS), append=self.resume)
                 self.rundir.file(SUMMARY).unlink(missing_ok=True)  # written again at the end
                 self._beat()
                 beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
@@ -183,7 +183,7 @@ class Worker:
                     raise
                 with contextlib.suppress(OSError):   # still here: keep the heartbeat fresh
                     self._write_status()
-                time.sleep(RETRY_S)
+                time.sleep(FINAL_WAIT_S)
 
     def _write_final(self, state: str, reason: str | None) -> None:
         summary: dict = {key: None for key in SUMMARY_KEYS}
@@ -213,7 +213,7 @@ class Worker:
         fresh; the step it carries is the progress readers show between events. A write that
         fails (a full disk for a few seconds) is tried again at the next beat: the thread
         never dies of it."""
-        while not self._ended.wait(HEARTBEAT_S):
+        while not self._ended.wait(status_file.HEARTBEAT_S):
             self._beat()
 
 
@@ -230,12 +230,6 @@ def failure_reason(e: BaseException) -> str:
 #: SIGUSR2 is what SLURM sends a job's processes before its time limit or a preemption
 #: (fa_tui/slurm.py): the worker checkpoints and stops as on SIGTERM, and the job is requeued.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
-
-
-def slurm_job() -> str | None:
-    """The SLURM job this process runs in ("123", or "123_4" for an array task), else None."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callable[[], None]:

@@ -22,7 +22,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui.core.queue import QueueDir
 from fa_tui.core.store import RunStore, Snapshot
 from fa_tui.screens.messages import MonitorRuns, RunsLaunched, RunsUpdated
@@ -96,11 +96,12 @@ class FaApp(App[None]):
                 if not self.queue.batches() and not any(r.active for r in snapshot.rows):
                     wait = self.poll_s * self.IDLE_FACTOR
                 failures = 0
-            except OSError as e:     # a run deleted mid-poll, an unreadable directory, no fork
-                failures += 1
+            except Exception as e:  # noqa: BLE001 -- the poller never dies (it also starts
+                failures += 1       # queued runs): a run deleted mid-poll, no fork, a bug
                 if failures == 2:    # twice in a row: not a passing race; say it once
-                    self.call_from_thread(self.notify, str(e), title="Cannot read the runs",
-                                          severity="warning")
+                    self.call_from_thread(self.notify, f"{type(e).__name__}: {e}",
+                                          title="Cannot read the runs", severity="warning",
+                                          markup=False)
             self._wake.wait(wait)
             self._wake.clear()
 

@@ -5,6 +5,9 @@ Torch-free, and quick to start: presets, the launcher and the exporter are impor
 commands that need them. Every user mistake (bad preset, unknown run, bad option) is one
 message on stderr and exit status 2, never a traceback. `run` and `resume` exit 0 when every
 run ended `done`, 1 otherwise, 130 when interrupted.
+
+Length: one Typer app whose commands share the options, the run resolver and the table
+helpers above; a command moves to its own module when it grows (the exporter already has).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from engine.rundir import CONFIG, RunDir, list_runs, resolve_runs_dir
+from fa_contract.rundir import (CONFIG, RunDir, list_runs, one_line, resolve_run,
+                                resolve_runs_dir)
 from fa_tui.core.runtable import STATE_STYLE, build_row, best_val_acc, fmt_elapsed, progress_bar
 
 if TYPE_CHECKING:
@@ -86,9 +90,9 @@ def _runs_dir(ctx: typer.Context, option: Path | None) -> Path:
 
 
 def _resolve_run(arg: str, root: Path) -> RunDir:
-    for candidate in (Path(arg), root / arg):
-        if (candidate / CONFIG).is_file():
-            return RunDir(candidate)
+    run = resolve_run(arg, root)
+    if run is not None:
+        return run
     names = [r.name for r in list_runs(root)]
     near = [n for n in names if n.startswith(arg)][:1] or difflib.get_close_matches(arg, names, n=1)
     hint = f" Did you mean '{near[0]}'?" if near else " `fa-tui ls` lists the runs."
@@ -102,14 +106,6 @@ def _parse_gpus(gpus: str | None) -> list[str]:
     if not all(g.isdigit() for g in items):
         fail(f"--gpus {gpus}: expected GPU indices separated by commas, e.g. --gpus 0,1")
     return items
-
-
-def _config(run: RunDir) -> dict:
-    """config.toml, or {} when it cannot be read (a table still lists the run)."""
-    try:
-        return run.read_config()
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
 
 
 def _state(state: str) -> Text:
@@ -310,20 +306,14 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
     """Continue stopped or failed runs from their last checkpoint and follow them.
 
     A run without a checkpoint (it died before its first epoch) starts over."""
-    from fa_tui.launch import worker_alive
+    from fa_tui.launch import resume_refusal
     root = _runs_dir(ctx, runs_dir)
     gpu_list = _parse_gpus(gpus)
     targets = list({r.path.resolve(): r for r in (_resolve_run(a, root) for a in runs)}.values())
     for target in targets:
-        status = target.read_status()
-        if status.state == "running" and worker_alive(status):
-            fail(f"{target.name} is running (pid {status.pid} on {status.host}); "
-                 f"nothing to resume")
-        if status.state == "done":
-            fail(f"{target.name} is done; nothing to resume")
-        if status.state == "diverged":
-            fail(f"{target.name} diverged ({status.reason}); resuming would repeat the same "
-                 f"steps. Start a new run instead, e.g. with a lower optim.lr")
+        refusal = resume_refusal(target)
+        if refusal:
+            fail(refusal)
     from fa_tui.slurm import slurm_runs
     on_slurm = slurm_runs(targets)
     if on_slurm and len(on_slurm) != len(targets):
@@ -336,7 +326,7 @@ def resume(ctx: typer.Context, runs: RunArgs, runs_dir: RunsDirOpt = None,
         _resume_slurm(targets, jobs, gpu_list)
     from pydantic import ValidationError
 
-    from engine.config import Config
+    from fa_contract.config import Config
     from fa_tui.launch import submit
     from fa_tui.preflight import PreflightError, check_disk
     configs = []
@@ -549,7 +539,8 @@ def ls_(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
         return
     from fa_tui.core.slurmq import live as slurm_live
     from fa_tui.core.slurmq import slurm_jobs, squeue
-    statuses = [r.read_status() for r in runs]
+    views = [r.view() for r in runs]
+    statuses = [v.status for v in views]
     jobs = slurm_jobs(statuses)
     queue = squeue(jobs) if jobs else {}          # one call for all SLURM runs
     cluster = any(s.slurm_job for s in statuses)  # the slurm column only when there are some
@@ -559,16 +550,17 @@ def ls_(ctx: typer.Context, runs_dir: RunsDirOpt = None) -> None:
         table.add_column(col, justify="right" if col in ("best val", "elapsed") else "left",
                          overflow="fold", max_width=40 if col == "reason" else None)
     now = time.time()
-    for r, status in zip(runs, statuses):
-        status, summary = slurm_live(status, queue), r.read_summary()
+    for r, view in zip(runs, views):  # total: an unreadable run is a `corrupt` row
+        status, summary = slurm_live(view.status, queue), view.summary
         live = best_val_acc(r.read_events()) if (summary or {}).get("best_val_acc") is None else None
-        row = build_row(r.name, status, _config(r), summary, live, now)
+        row = build_row(r.name, status, view.config, summary, live, now)
         job = (f"{status.slurm_job} {status.slurm_state or ''}".strip() if status.active
                else status.slurm_job or "") if status.slurm_job else ""
+        reason = one_line(row.reason or view.problem, 120)
         _add_row(table, row.name, _state(row.state), row.rule, row.model, row.data, row.optim,
                  row.norm, progress_bar(row.progress) if row.total else str(row.step),
                  _pct(row.best_val), fmt_elapsed(row.elapsed), *((job,) if cluster else ()),
-                 Text(row.reason or "", "dim"))
+                 Text(reason or "", "dim"))
     _print_table(table)
 
 
@@ -602,7 +594,7 @@ def show(ctx: typer.Context,
         _add_row(info, "slurm", describe(status) or "")
     _add_row(info, "progress", f"{status.step} / {status.total_steps or '?'} steps")
     if status.started:
-        _add_row(info, "started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.started)))
+        _add_row(info, "started", _when(status.started))
     for key, value in _highlights(rec["config"]):
         _add_row(info, key, value)
     for key, label in (("test_acc", "test acc"), ("best_val_acc", "best val acc"),
@@ -628,6 +620,13 @@ def show(ctx: typer.Context,
         if tail:
             out.print(Text("worker.log (end):", "bold"))
             out.print(Text("\n".join(tail), "dim"))
+
+
+def _when(t: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    except (OverflowError, ValueError, OSError):
+        return f"? (unix time {t!r})"
 
 
 def _highlights(cfg: dict) -> list[tuple[str, str]]:
@@ -732,11 +731,13 @@ def export(ctx: typer.Context,
         table_wanted = not (plot and fmt is None and output is None and not curves)
         if table_wanted:
             table = curve_table(runs, x.value) if curves else summary_table(runs, group, layers)
+            for note in table.notes:          # runs left out, seeds not counted twice
+                err.print(f"note: {note}", markup=False, soft_wrap=True)
             text = render(table, (fmt or (Format.csv if curves else Format.md)).value)
             if output is None:
                 sys.stdout.write(text)
             else:
-                from engine.rundir import write_atomic
+                from fa_contract.rundir import write_atomic
                 write_atomic(output, text)        # a full disk leaves no 0-byte file
                 err.print(f"wrote {len(table.rows)} rows to {output}")
         if plot:

@@ -3,13 +3,17 @@
 Summary table: one row per run — the key config fields (rule, model, data, optim, norm, lr,
 plus every other config key that differs between the exported runs), the state, the test and
 validation accuracies and, per weight layer, the final diagnostics of summary.json. Runs whose
-configs differ only by seed form one row with mean ± sample std and n, which is what a paper
-reports. A run without summary.json (still running, or killed) is exported from its events,
+come from one sweep and differ only by seed form one row with mean ± sample std and n, which is
+what a paper reports (fa_tui/core/grouping.py; a repeated seed is flagged, never counted twice).
+A run that cannot be read is skipped and named in `Table.skipped`. A run without summary.json (still running, or killed) is exported from its events,
 so no metric is lost.
 
 Curves: one row per train/eval/diag/test event, diag layers flattened to `layer.metric`
 columns, with an `x` column for the chosen x-axis (X_AXES). Formats: json, csv, md (pipe table) and tex (booktabs tabular); md and tex show
 accuracies in percent, json and csv keep raw fractions at full precision.
+
+Length: the two tables, their four renderers and the plot share the column and number
+formatting rules, which is the point of keeping them in one module.
 """
 from __future__ import annotations
 
@@ -17,25 +21,19 @@ import csv
 import io
 import json
 import math
-import re
-import statistics
-import tomllib
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from engine.rundir import CONFIG, RunDir, iter_metric, list_runs
+from fa_contract.dotted import flatten as _flatten
+from fa_contract.rundir import CONFIG, CORRUPT, RunDir, iter_metric, list_runs, resolve_run
+from fa_tui.core.grouping import (NOT_CONDITION_SECTIONS, NOT_CONDITIONS, Stat, Table,  # noqa: F401
+                                  seed_groups, sweep_name)
 
 FORMATS = ("json", "csv", "md", "tex")
 #: column -> dotted config key, always shown
 KEY_COLUMNS = {"rule": "rule.name", "model": "model.name", "data": "data.name",
                "optim": "optim.name", "norm": "norm.name", "lr": "optim.lr"}
-#: config keys that do not define the experiment: seeds are grouped over, the rest ignored
-NOT_CONDITIONS = ("run.name", "run.seed", "run.device", "data.root", "data.download",
-                  "run.executor")
-#: config sections that say where a run trained, not what: ignored like NOT_CONDITIONS
-NOT_CONDITION_SECTIONS = ("slurm.",)
 RUN_METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 #: the per-layer diagnostics that tables show, in groups (`fa-tui show` prints one table each)
 LAYER_GROUPS = {
@@ -58,26 +56,6 @@ class ExportError(Exception):
     """A mistake the user can fix (unknown run, bad output name, matplotlib missing)."""
 
 
-@dataclass(frozen=True)
-class Stat:
-    """A metric over the seeds of one condition; `std` is the sample std (None for n < 2)."""
-    mean: float | None
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float | None]) -> Stat:
-        xs = [v for v in values if v is not None]
-        return cls(statistics.fmean(xs) if xs else None,
-                   statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
 # --- which runs -----------------------------------------------------------------------------
 def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> list[RunDir]:
     """Each target is a run directory, a directory of runs (all of them, by name), or the name
@@ -85,15 +63,16 @@ def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> li
     found: dict[Path, RunDir] = {}
     for target in targets:
         path = Path(target)
-        if (path / CONFIG).is_file():
-            runs = [RunDir(path)]
+        run = resolve_run(target, Path(runs_dir)) if runs_dir is not None else None
+        if run is None and (path / CONFIG).is_file():
+            run = RunDir(path)
+        if run is not None:            # the same rule as `show` (fa_contract.rundir.resolve_run)
+            runs = [run]
         elif path.is_dir():
             runs = sorted(list_runs(path), key=lambda r: r.name)
             if not runs:
                 raise ExportError(f"{target}: no runs in this directory (a run directory holds "
                                   f"{CONFIG})")
-        elif runs_dir is not None and (Path(runs_dir) / target / CONFIG).is_file():
-            runs = [RunDir(Path(runs_dir) / target)]
         else:
             where = f" nor a run under {runs_dir}" if runs_dir is not None else ""
             raise ExportError(f"{target}: not a run directory, a directory of runs{where}. "
@@ -104,23 +83,20 @@ def find_runs(targets: Iterable[str | Path], runs_dir: Path | None = None) -> li
 
 
 def record(run: RunDir) -> dict:
-    """summary.json plus name, state (a dead worker reads as failed) and config.toml; for a
-    run without a summary, the same figures recovered from its events."""
-    try:
-        config = run.read_config()
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ExportError(f"{run.path}: unreadable {CONFIG}: {e}") from None
-    status = run.read_status()
-    summary = run.read_summary() or _from_events(run.read_events())
-    return {**summary, "name": run.name, "status": status.state,
-            "reason": status.reason or summary.get("reason"), "config": config,
-            "slurm_job": status.slurm_job}
+    """summary.json plus name, state (a dead worker reads as failed, an unreadable run as
+    corrupt), config.toml and `problem` (what could not be read, or None); for a run without
+    a readable summary, the same figures recovered from its events. Never raises."""
+    view = run.view()
+    summary = view.summary or _from_events(run.read_events())
+    return {**summary, "name": run.name, "status": view.status.state,
+            "reason": view.status.reason or summary.get("reason"), "config": view.config,
+            "problem": view.problem, "slurm_job": view.status.slurm_job}
 
 
 def _from_events(events: list[dict]) -> dict:
     _, accs = iter_metric(events, "eval", "acc")
-    test = next((e for e in reversed(events) if e.get("type") == "test"), {})
-    diag = next((e for e in reversed(events) if e.get("type") == "diag"), {})
+    test: dict = next((e for e in reversed(events) if e.get("type") == "test"), {})
+    diag: dict = next((e for e in reversed(events) if e.get("type") == "diag"), {})
     return {"test_acc": test.get("acc"), "test_loss": test.get("loss"),
             "best_val_acc": max(accs, default=None), "final_val_acc": accs[-1] if accs else None,
             "steps": max((e.get("step", 0) for e in events), default=0),
@@ -129,8 +105,15 @@ def _from_events(events: list[dict]) -> dict:
 
 # --- summary table --------------------------------------------------------------------------
 def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = True) -> Table:
-    """One row per condition (mean ± std over seeds) or, with group=False, per run."""
-    records = [record(r) for r in runs]
+    """One row per condition (mean ± std over seeds) or, with group=False, per run. Runs
+    that cannot be read are left out and named in `notes`."""
+    records, notes = [], []
+    for run in runs:
+        rec = record(run)
+        if rec["status"] == CORRUPT:
+            notes.append(f"skipped {run.path}: {rec['reason']}")
+        else:
+            records.append(rec)
     flats = [{k: v for k, v in _flatten(r["config"]).items()
               if not k.startswith(NOT_CONDITION_SECTIONS)} for r in records]
     config_cols = dict(KEY_COLUMNS)
@@ -149,16 +132,21 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
         layer_cols = [f"{name}.{m}" for name in names for m in LAYER_METRICS
                       if any(_layer_value(r, name, m) is not None for r in records)]
 
-    groups: dict[str, list[int]] = {}
-    for i, flat in enumerate(flats):
-        key = _key({k: v for k, v in flat.items() if k not in NOT_CONDITIONS}) if group else str(i)
-        groups.setdefault(key, []).append(i)
+    if group:
+        groups = seed_groups([r["name"] for r in records], [r["config"] for r in records])
+        for g in groups:
+            for i in g.repeated:
+                notes.append(f"{records[i]['name']}: seed {flats[i].get('run.seed')} of "
+                             f"{g.name} is already counted; not counted again")
+        member_lists = [g.members for g in groups]
+    else:
+        member_lists = [[i] for i in range(len(records))]
 
     seed_cols = ["n", "seeds"] if group else ["seed"]
     slurm_cols = ["slurm_job"] if any(r.get("slurm_job") for r in records) else []
     table = Table(["run", *config_cols, *seed_cols, "status", *slurm_cols, *RUN_METRICS,
-                   *layer_cols])
-    for members in groups.values():
+                   *layer_cols], notes=notes)
+    for members in member_lists:
         recs = [records[i] for i in members]
         first = flats[members[0]]
         row: dict[str, Any] = {"run": _group_name([r["name"] for r in recs]) if group
@@ -183,18 +171,8 @@ def summary_table(runs: Sequence[RunDir], group: bool = True, layers: bool = Tru
     return table
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _key(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 def _layer_value(rec: dict, layer: str, metric: str) -> float | None:
@@ -203,7 +181,7 @@ def _layer_value(rec: dict, layer: str, metric: str) -> float | None:
 
 def _group_name(names: list[str]) -> str:
     """The members' common name once their seed label is removed, else the first name."""
-    stripped = {re.sub(r"[-_]?seed=\d+", "", n) for n in names}
+    stripped = {sweep_name(n) for n in names}
     return stripped.pop() if len(stripped) == 1 else names[0]
 
 
@@ -254,7 +232,7 @@ def curve_table(runs: Sequence[RunDir], x: str = "step") -> Table:
                 continue
             row = {"run": run.name, "x": xv}
             for k, v in event.items():
-                if k == "layers":
+                if k == "layers" and isinstance(v, dict):
                     for layer, metrics in v.items():
                         row.update({f"{layer}.{m}": x for m, x in metrics.items()})
                 elif k != "v":
@@ -282,7 +260,7 @@ def _json(table: Table) -> str:
             return None
         return v
     rows = [{k: plain(v) for k, v in row.items()} for row in table.rows]
-    return json.dumps(rows, indent=1, allow_nan=False) + "\n"
+    return json.dumps(rows, indent=1, allow_nan=False, default=str) + "\n"
 
 
 def _csv(table: Table) -> str:
@@ -418,11 +396,9 @@ def plot(runs: Sequence[RunDir], path: Path, x: str = "step", rank_metric: str =
                           "pip install 'fa-tui[plot]'") from None
     events = {run.name: run.read_events() for run in runs}
     configs = {}
-    for run in runs:
-        try:
-            configs[run.name] = run.read_config()
-        except (OSError, tomllib.TOMLDecodeError):
-            configs[run.name] = {"run": {"name": run.name}}
+    for run in runs:            # what can be read (never raises): a broken run is its own group
+        config, _ = run.config_or_problem()
+        configs[run.name] = config or {"run": {"name": run.name}}
     groups = seed_groups(configs) if group else [(r.name, [r.name]) for r in runs]
     axes = {name: x_axis(evs, x) for name, evs in events.items()}
 
@@ -471,7 +447,7 @@ def plot(runs: Sequence[RunDir], path: Path, x: str = "step", rank_metric: str =
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    from engine.rundir import write_atomic
+    from fa_contract.rundir import write_atomic
     buf = io.BytesIO()          # rendered in memory, then written atomically: no partial file
     fig.savefig(buf, dpi=150, format=Path(path).suffix.lstrip(".") or "png")
     write_atomic(path, buf.getvalue())

@@ -25,23 +25,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import tomli_w
+from fa_contract.rundir import (ACTIVE_STATES, CORRUPT, EVENTS, LOG, STATUS, EventLog, RunDir,
+                                Status,
+                                safe_name)
+from fa_contract.status import worker_alive
 
-from engine.config import Config
-from engine.rundir import ACTIVE_STATES, CONFIG, EVENTS, LOG, STATUS, EventLog, RunDir, Status, pid_alive
+if TYPE_CHECKING:
+    from fa_contract.config import Config
+
+__all__ = ["create_run", "spawn", "stop", "worker_alive", "resume_refusal", "submit", "follow",
+           "record_exit", "exit_reason", "RunProgress"]
 
 #: the project root, put on the worker's PYTHONPATH so it runs the same engine as this process
 ROOT = Path(__file__).resolve().parent.parent
 GPU_LIST = re.compile(r"^\d+(,\d+)*$")
 #: free bytes a run directory's disk must have for a worker to be started there
 MIN_FREE = 1 << 20
-
-
-def safe_name(name: str) -> str:
-    """A run name as a directory name: a portable character set, never hidden or empty."""
-    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", name).lstrip(".") or "run"
 
 
 def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
@@ -63,8 +64,7 @@ def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
             if (runs_dir / final).exists():
                 continue
             named = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": final})})
-            text = tomli_w.dumps(named.model_dump(mode="json", exclude_none=True))
-            (tmp / CONFIG).write_text(text, encoding="utf-8")
+            RunDir(tmp).write_config(named.model_dump(mode="json", exclude_none=True))
             RunDir(tmp).write_status(Status(state="queued"))
             try:
                 os.rename(tmp, runs_dir / final)
@@ -110,24 +110,28 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
     try:
         run.write_status(Status(state="running", pid=proc.pid, started=time.time(),
                                 step=previous.step, total_steps=previous.total_steps,
-                                device=previous.device))
+                                device=previous.device, extra=previous.extra))
     except OSError:
         pass
     return proc
 
 
-def worker_alive(status: Status) -> bool:
-    """Whether the worker that wrote `status` still runs: on this host its pid must be alive
-    and still be a worker (pids are reused); on another host its heartbeat must be fresh."""
-    if status.host != socket.gethostname():
-        return status.active and not status.is_stale()
-    if not pid_alive(status.pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{status.pid}/cmdline").read_bytes()
-    except OSError:            # no /proc (macOS): trust the pid
-        return True
-    return b"engine.worker" in cmdline
+def resume_refusal(run: RunDir) -> str | None:
+    """The one resume policy (CLI `resume`, the Runs screen): why `run` must not be resumed,
+    or None. A live worker has it; a done run has nothing left to do; a diverged run would
+    repeat the same steps; a corrupt one cannot be read. Stopped, failed and queued runs may
+    (a run without a checkpoint starts over)."""
+    status = run.read_status()
+    if status.state == "running" and worker_alive(status):
+        return f"{run.name} is running (pid {status.pid} on {status.host}); nothing to resume"
+    if status.state == "done":
+        return f"{run.name} is done; nothing to resume"
+    if status.state == "diverged":
+        return (f"{run.name} diverged ({status.reason}); resuming would repeat the same steps. "
+                f"Start a new run instead, e.g. with a lower optim.lr")
+    if status.state == CORRUPT:
+        return f"{run.name} cannot be read ({status.reason}); not resumed"
+    return None
 
 
 def stop(run: RunDir) -> bool:
@@ -145,6 +149,8 @@ def stop(run: RunDir) -> bool:
     if status.state != "running" or status.host != socket.gethostname():
         return False
     if not worker_alive(status):
+        return False
+    if status.pid is None:
         return False
     try:
         os.kill(status.pid, signal.SIGTERM)
@@ -172,9 +178,9 @@ class RunProgress:
 def exit_reason(rc: int, estimate: int | None = None) -> str:
     """Why a worker that exited without writing a final state ended, in words; a SIGKILL is
     most often the kernel's out-of-memory killer, so say so, with the memory the launch
-    estimated the run to need (engine/estimate.py) when known."""
+    estimated the run to need (fa_contract/estimate.py) when known."""
     if rc == -signal.SIGKILL:
-        from engine.estimate import fmt_bytes
+        from fa_contract.estimate import fmt_bytes
         est = f"; it was estimated to need {fmt_bytes(estimate)}" if estimate else ""
         return f"killed (SIGKILL — out of memory?){est}; see {LOG}"
     how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals()
@@ -214,7 +220,7 @@ def submit(runs_dir: Path, runs: Sequence[RunDir], jobs: int = 1, gpus: Sequence
     scheduler is started if none runs. `estimates` (run path -> bytes) let it say how much
     memory a worker killed by the kernel was expected to need."""
     from fa_tui.core.queue import QueueDir
-    from fa_tui.scheduler import ensure_scheduler
+    from fa_tui.core.queue import ensure_scheduler
     QueueDir(runs_dir).add([r.path for r in runs], jobs, gpus, resume, estimates)
     ensure_scheduler(Path(runs_dir))
 
@@ -228,7 +234,7 @@ def follow(runs: Sequence[RunDir], runs_dir: Path,
     (steps) and status.json (state); the GPU from the queue's record. Should the scheduler
     have died with runs still queued (killed, machine rebooted), it is started again."""
     from fa_tui.core.queue import QueueDir
-    from fa_tui.scheduler import ensure_scheduler
+    from fa_tui.core.queue import ensure_scheduler
     queue = QueueDir(runs_dir)
     progress = [RunProgress(run) for run in runs]
     logs = {id(p): EventLog(p.run.file(EVENTS)) for p in progress}

@@ -3,7 +3,7 @@ exist, every run fits in memory, the runs directory can be written and has room,
 is on disk (fetched once, here, when missing and allowed). Torch-free; the CLI and the TUI call
 `check_launch` after the preset validated and before `create_run`.
 
-The preset itself (values, bounds, choices) is the schema's business (engine/config.py,
+The preset itself (values, bounds, choices) is the schema's business (fa_contract/config.py,
 fa_tui/presets.py); these checks are about this machine, now. Each failure is one
 PreflightError message naming what was asked, what the machine has, and how to get past it.
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.config import Config
-from engine.data_files import DOWNLOAD_HOST, data_root, find_files, missing_files, reachable
-from engine.estimate import Estimate, estimate, fmt_bytes
+from fa_contract.config import Config
+from fa_contract.data_files import DOWNLOAD_HOST, data_root, find_files, missing_files, reachable
+from fa_contract.estimate import Estimate, estimate, fmt_bytes
 from fa_tui import machine
 
 #: room a run needs on disk beyond its checkpoint: events, status, summary, log

@@ -11,11 +11,14 @@ Every mistake — bad TOML, unknown key, wrong type, out-of-range value, unknown
 extends file, bad --set, bad sweep, missing dataset files — raises PresetError with one message
 naming the file, the dotted key, what was expected and how to fix it: the CLI prints it and
 exits 2 before creating anything.
+
+Length: reading, merging, --set and the friendly error messages stay together because every
+message names the key and the file that the merge tracked; expansion and naming live in
+fa_tui/sweep.py.
 """
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 import re
 import tomllib
@@ -23,14 +26,16 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
 
-from engine.config import Config
-from engine.data_files import missing_files
-from engine.rundir import write_atomic
+from fa_contract.atomic import write_atomic
+from fa_contract.config import Config
+from fa_contract.data_files import missing_files
+from fa_contract.dotted import nest
+from fa_tui.sweep import SEEDS_AXIS, PlannedRun, duplicate, expand, name_order
 
 #: the repository's presets/ (a clone, an editable install), else the copy a wheel carries
 PRESETS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "presets",
@@ -39,7 +44,6 @@ PRESETS_DIR = next((d for d in (Path(__file__).resolve().parent.parent / "preset
 SECTIONS: dict[str, type[BaseModel]] = {
     name: f.annotation for name, f in Config.model_fields.items()}  # type: ignore[misc]
 KEYS = [f"{s}.{k}" for s, m in SECTIONS.items() for k in m.model_fields]
-SEEDS_AXIS = "run.seed"   # `seeds = [...]` in [sweep] is this axis
 #: bounds on what a preset may ask for, so that a runaway file is a message, not a
 #: RecursionError or minutes of expansion: `extends` chain length, nesting depth of values,
 #: and runs in one sweep (a launch of more is better split into several presets)
@@ -53,16 +57,10 @@ class PresetError(Exception):
 
 
 @dataclass(frozen=True)
-class PlannedRun:
-    name: str                 # also written into config.run.name
-    config: Config
-    point: dict[str, Any]     # this run's swept values, by dotted key
-
-
-@dataclass(frozen=True)
 class Plan:
     name: str                 # the preset's name (file stem)
     path: Path
+    base: str                 # run.name before the sweep labels (run.name, else the stem)
     axes: dict[str, list[Any]]  # swept dotted keys (after --set pinning), in name order
     runs: list[PlannedRun]
 
@@ -127,8 +125,7 @@ def save_preset(obj: Config | dict, path: str | os.PathLike,
     data = (obj.model_dump(mode="json", exclude_none=True) if isinstance(obj, Config)
             else _drop_none(obj))
     header = f"# {' '.join(description.split())}\n" if description else ""
-    text = header + tomli_w.dumps(data)
-    write_atomic(path, text)
+    write_atomic(path, header + tomli_w.dumps(data))
 
 
 # --- reading and merging ----------------------------------------------------------------------
@@ -154,7 +151,7 @@ def _read_chain(path: Path, chain: list[Path]) -> list[_Layer]:
     parents: list[_Layer] = []
     if "extends" in doc:
         parents = _read_chain(_find_parent(path, doc["extends"]), [*chain, real])
-    return [*parents, _flatten(doc, path)]
+    return [*parents, _layer_of(doc, path)]
 
 
 def _read_toml(path: Path) -> dict:
@@ -213,7 +210,7 @@ def _find_parent(path: Path, extends: Any) -> Path:
                       f"folder) or use a shipped preset: {', '.join(shipped)}.")
 
 
-def _flatten(doc: dict, path: Path) -> _Layer:
+def _layer_of(doc: dict, path: Path) -> _Layer:
     """Check the file's keys against the schema and flatten them to dotted keys."""
     src = str(path)
     layer = _Layer({}, {}, {})
@@ -273,10 +270,9 @@ def _add_axis(layer: _Layer, path: Path, key: str, values: Any) -> None:
                           f'"{key}" = [{_toml(values)}, ...].')
     if not values:
         raise PresetError(f"{where}: empty sweep list. Give at least one value or remove the line.")
-    labels = [_label(v) for v in values]
-    for lab in labels:
-        if labels.count(lab) > 1:
-            raise PresetError(f"{where}: lists {lab} twice; remove the duplicate.")
+    twice = duplicate(values)
+    if twice is not None:
+        raise PresetError(f"{where}: lists {twice} twice; remove the duplicate.")
     layer.axes[axis] = values
     layer.source[axis] = str(path)
 
@@ -330,12 +326,8 @@ def _parse_value(key: str, text: str, where: str) -> Any:
 
 # --- expansion and validation -----------------------------------------------------------------
 def _expand(layer: _Layer, path: Path, check_data: bool) -> Plan:
-    axes = dict(layer.axes)
-    if SEEDS_AXIS in axes:      # seeds last in names, outermost in order
-        axes[SEEDS_AXIS] = axes.pop(SEEDS_AXIS)
-    order = ([SEEDS_AXIS] if SEEDS_AXIS in axes else []) + [k for k in axes if k != SEEDS_AXIS]
-    base = layer.values.get("run.name") or path.stem
-    labels = _axis_labels(list(axes))
+    """The layer's grid through the one expander (fa_tui/sweep.py), after a bound on its size."""
+    axes = layer.axes
     size = 1
     for values in axes.values():
         size *= len(values)
@@ -346,26 +338,18 @@ def _expand(layer: _Layer, path: Path, check_data: bool) -> Plan:
         raise PresetError(f"{src}: sweep: {sizes} = {size:,} runs, more than the {MAX_SWEEP:,} "
                           f"one launch may hold. Sweep fewer values, or split the sweep into "
                           f"several presets.")
-    runs = []
-    for combo in itertools.product(*(axes[k] for k in order)):
-        chosen = dict(zip(order, combo))
-        point = {k: chosen[k] for k in axes}
-        name = _safe_name("-".join([str(base), *(f"{labels[k]}={_label(v)}"
-                                                 for k, v in point.items())]))
-        values = {**layer.values, **point, "run.name": name}
-        runs.append(PlannedRun(name, _validate(values, layer, point, path), point))
+    base = str(layer.values.get("run.name") or path.stem)
+    runs = expand(layer.values, layer.axes, base,
+                  lambda values, point: _validate(values, layer, point, path))
     if check_data:
         _check_data(runs, layer, path)
-    return Plan(path.stem, path, axes, runs)
+    axes = {k: layer.axes[k] for k in name_order(layer.axes)}
+    return Plan(path.stem, path, base, axes, runs)
 
 
 def _validate(values: dict[str, Any], layer: _Layer, point: dict[str, Any], path: Path) -> Config:
-    nested: dict[str, dict[str, Any]] = {}
-    for key, v in values.items():
-        section, field = key.split(".")
-        nested.setdefault(section, {})[field] = v
     try:
-        return Config.model_validate(nested)
+        return Config.model_validate(nest(values))
     except ValidationError as e:
         raise PresetError(_friendly(e, layer, point, path)) from None
 
@@ -444,7 +428,7 @@ def _check_key(key: str, where: str) -> None:
         raise PresetError(f"{where}: unknown key '{key}'. {_suggest_key(key)}")
 
 
-def _suggest_key(key: str, extra: list[str] = ()) -> str:
+def _suggest_key(key: str, extra: Sequence[str] = ()) -> str:
     """The nearest valid dotted key, else the keys of the named section."""
     section, _, field = key.rpartition(".")
     near = [k for k in KEYS if field and k.endswith(f".{field}")][:1]  # model.rank -> rule.rank
@@ -537,29 +521,6 @@ def _toml(value: Any) -> str:
         return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
     except TypeError:
         return repr(value)
-
-
-def _label(value: Any) -> str:
-    """A swept value as it appears in a run name."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_label(v) for v in value)
-    return "none" if value is None else str(value)
-
-
-def _axis_labels(keys: list[str]) -> dict[str, str]:
-    """rule.name -> rule, rule.rank -> rank, run.seed -> seed; the dotted key on a clash."""
-    short = {k: k.split(".")[0] if k.endswith(".name") else k.split(".")[1] for k in keys}
-    counts = list(short.values())
-    return {k: s if counts.count(s) == 1 else k for k, s in short.items()}
-
-
-def _safe_name(name: str) -> str:
-    """Run names become directory names: keep them to a portable character set."""
-    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", name)
 
 
 def _drop_none(obj: Any) -> Any:

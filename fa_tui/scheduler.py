@@ -25,34 +25,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from engine.rundir import ACTIVE_STATES, CONFIG, RunDir
+from fa_contract.rundir import ACTIVE_STATES, CONFIG, RunDir
 from fa_tui.core.queue import Batch, QueueDir, least_loaded
+from fa_tui.core.queue import ensure_scheduler  # noqa: F401 -- where clients found it
 
 POLL_S = 0.5
 #: how long a final status that cannot be written (disk full) is retried before giving up
 RETRY_WRITE_S = 3600.0
-
-
-def ensure_scheduler(runs_dir: Path) -> int | None:
-    """Start the scheduler of `runs_dir` unless one runs; returns the pid started, else None.
-
-    Two clients may both start one: the second finds the lock taken and exits at once. The
-    scheduler, and so every worker it starts, inherits this process's working directory and
-    environment (a relative data.root, $FA_TUI_DATA): the same as when clients started the
-    workers themselves, as long as one runs directory is used from one place."""
-    queue = QueueDir(runs_dir)
-    if queue.scheduler_pid() is not None:
-        return None
-    from fa_tui.launch import ROOT
-    queue.path.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    with open(queue.log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "fa_tui.scheduler",
-                                 str(Path(runs_dir).resolve())],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    return proc.pid
 
 
 class Scheduler:

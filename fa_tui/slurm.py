@@ -18,6 +18,9 @@ Lifecycle of one run:
   checkpoints and writes `stopped`; `fa-tui resume` submits the runs again.
 
 submitit is imported only here, inside the functions that submit; torch never.
+
+Length: submitting, the node-side wrapper and following a sweep share the job bookkeeping
+(ids, states, requeues), so they stay in one module for now.
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.config import SlurmCfg
-from engine.rundir import ACTIVE_STATES, LOG, RunDir, Status
+from fa_contract.config import SlurmCfg
+from fa_contract.rundir import ACTIVE_STATES, LOG, RunDir, Status
 from fa_tui.launch import ROOT
 
 #: submitit's own files (sbatch scripts, pickles, logs) per job, under the runs directory;
@@ -117,7 +120,7 @@ def submit(runs: Sequence[RunDir], resume: bool = False) -> list[str]:
     import submitit
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-    from engine.config import Config
+    from fa_contract.config import Config
     groups: dict[str, list[tuple[RunDir, SlurmCfg]]] = {}
     for run in runs:
         cfg = Config.model_validate(run.read_config()).slurm
@@ -171,7 +174,7 @@ def launch(runs_dir: Path, named: Sequence[tuple[str, Any]], source: str) -> lis
 def resubmit(runs: Sequence[RunDir]) -> list[str]:
     """`resume` of SLURM runs: submit them again with --resume (new jobs), after checking the
     cluster. Refused (SlurmError) while a run's job is still queued or running."""
-    from engine.config import Config
+    from fa_contract.config import Config
     from fa_tui.core.slurmq import squeue
     statuses = [run.read_status() for run in runs]
     queue = squeue([s.slurm_job for s in statuses if s.slurm_job]) or {}
@@ -243,7 +246,7 @@ class SlurmWorker:
         self.__init__(**state)
 
     def __call__(self) -> str:
-        from engine.worker import slurm_job
+        from fa_contract.process import slurm_job
         run = RunDir(self.run_path)
         previous = run.read_status()
         if previous.slurm_state == "CANCELLED" or previous.state in ("done", "diverged"):

@@ -141,7 +141,7 @@ def test_gpus_the_machine_lacks_are_refused(tmp_path):
 def test_offline_dataset_download_is_refused_in_seconds(tmp_path):
     """cifar10 with download = true (the default) and no files, on a machine without network:
     exit 2 naming the files and the folder to copy them into, before anything is created."""
-    from engine.data_files import reachable
+    from fa_contract.data_files import reachable
     if reachable("cifar10"):
         pytest.skip("www.cs.toronto.edu is reachable: this test needs a machine without network")
     runs = tmp_path / "runs"
@@ -167,7 +167,7 @@ def test_memory_guard_refuses_the_bottleneck_that_ate_the_machine(tmp_path):
 def test_the_fetch_helper_fails_with_one_line_offline(tmp_path):
     """`python -m engine.fetch` (what the launcher runs when a dataset is missing): offline,
     exit 1 and the reason as the last stdout line, nothing left but torchvision's folder."""
-    from engine.data_files import reachable
+    from fa_contract.data_files import reachable
     if reachable("mnist"):
         pytest.skip("the MNIST mirror is reachable: this test needs a machine without network")
     proc = subprocess.run([sys.executable, "-m", "engine.fetch", "mnist", str(tmp_path / "d")],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.train import Trainer, auto_cadence
 
 

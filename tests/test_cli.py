@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import Config
-from engine.rundir import EVENTS, LOG, EventLog, RunDir, Status, list_runs
+from fa_contract.config import Config
+from fa_contract.rundir import EVENTS, LOG, EventLog, RunDir, Status, list_runs
 from fa_tui.cli import app
 from fa_tui.launch import create_run, follow, stop
 
@@ -126,7 +126,7 @@ def check_ls_show_export(runs_dir: Path) -> None:
 
 def test_fa_tui_never_imports_torch():
     code = ("import sys, fa_tui.cli, fa_tui.launch, fa_tui.export, fa_tui.presets, "
-            "fa_tui.scheduler, fa_tui.preflight, fa_tui.machine, engine.estimate, fa_tui.core.queue; "
+            "fa_tui.scheduler, fa_tui.preflight, fa_tui.machine, fa_contract.estimate, fa_tui.core.queue; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 

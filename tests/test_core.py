@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rich.style import Style
 
-from engine.config import Config
-from engine.rundir import EventLog
+from fa_contract.config import Config
+from fa_contract.rundir import EventLog
 from fa_tui.core import chart, form, heatmap, panels, runtable, series
 from fa_tui.core.downsample import bucket_means, minmax
 from fa_tui.core.store import RunStore
@@ -235,7 +235,7 @@ def test_store_reads_incrementally_and_follows_resume(tmp_path):
     v0, n0 = snap.versions["live"], len(snap.events["live"])
     assert store.refresh({"live"}).versions["live"] == v0          # nothing new: same version
     with open(path / "events.jsonl", "a") as f:
-        f.write(json.dumps({"v": 1, "t": T0, "type": "eval", "step": 12, "split": "val",
+        f.write(json.dumps({"v": 1, "t": T0, "type": "eval", "step": 12, "epoch": 1, "split": "val",
                             "loss": 0.1, "acc": 0.99}) + "\n")
         f.write('{"v": 1, "type": "train", "step": 13, "lo')          # half-written
     snap = store.refresh({"live"})
@@ -270,7 +270,7 @@ def test_form_sweeps_over_lists_and_seeds():
     assert comp.names[0] == "r-rank=4-seed=0" and comp.names[-1] == "r-rank=8-seed=2"
     assert {(c.rule.rank, c.run.seed) for c in comp.configs} == {
         (r, s) for r in (4, 8) for s in range(3)}
-    assert comp.axes == {"rule.rank": [4, 8], "seeds": [0, 1, 2]}
+    assert comp.axes == {"rule.rank": [4, 8], "run.seed": [0, 1, 2]}
 
 
 def test_form_errors_come_from_the_schema_and_land_on_their_field():
@@ -291,7 +291,7 @@ def test_form_errors_come_from_the_schema_and_land_on_their_field():
 def test_form_flags_a_dataset_neither_on_disk_nor_fetchable(tmp_path, monkeypatch):
     """cifar10 with download = true but no files and no network: Compose says so on the
     dataset field (the launch would refuse it); with the files present it is fine."""
-    from engine.data_files import reachable
+    from fa_contract.data_files import reachable
     if reachable("cifar10"):
         pytest.skip("www.cs.toronto.edu is reachable: this test needs a machine without network")
     monkeypatch.setenv("FA_TUI_DATA", str(tmp_path))
@@ -332,7 +332,7 @@ def test_scheduler_starts_jobs_at_a_time_and_spreads_gpus(tmp_path):
     """The scheduler, stepped in this process with a stand-in spawn that starts real children:
     `jobs` at a time, each start on the least-loaded GPU, a run stopped while waiting passed
     over, and every start recorded in the queue files."""
-    from engine.rundir import RunDir, Status
+    from fa_contract.rundir import RunDir, Status
     from fa_tui.core.queue import QueueDir
     from fa_tui.scheduler import Scheduler
 
@@ -389,7 +389,7 @@ def test_queue_files_survive_garbage_and_resume_rules(tmp_path):
     worker has, and starts one whose worker just died, or a queued one."""
     import socket
 
-    from engine.rundir import RunDir, Status
+    from fa_contract.rundir import RunDir, Status
     from fa_tui.core.queue import QueueDir
     from fa_tui.scheduler import Scheduler
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from engine import data
-from engine.config import Config
+from fa_contract.config import Config
 from engine.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

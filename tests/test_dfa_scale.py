@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.layers import attach
 from engine.models import build_model
 from engine.rules import build_rule

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import RuleCfg
+from fa_contract.config import RuleCfg
 from engine.diagnostics import Diagnostics
 from engine.layers import attach
 from engine.metrics import angle, erank, spectrum_stats

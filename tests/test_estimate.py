@@ -1,4 +1,4 @@
-"""The launch-time memory estimate (engine/estimate.py): its parameter count is exact — checked
+"""The launch-time memory estimate (fa_contract/estimate.py): its parameter count is exact — checked
 against the real torch module of every model — and its parts add up as documented."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engine.config import Config
-from engine.estimate import F32, estimate, param_count
+from fa_contract.config import Config
+from fa_contract.estimate import F32, estimate, param_count
 
 MODELS = {
     "mlp": {"model": {"name": "mlp", "width": 64, "depth": 3}},

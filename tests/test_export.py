@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import Config
-from engine.rundir import EVENTS, RunDir, Status, append_event
+from fa_contract.config import Config
+from fa_contract.rundir import EVENTS, RunDir, Status, append_event
 from fa_tui.cli import app
 from fa_tui.export import curve_table, find_runs, plot, render, summary_table
 from fa_tui.launch import create_run
+from tui_fixtures import start_event
 
 runner = CliRunner()
 BP_ACC = {0: 0.90, 1: 0.92, 2: 0.97}
@@ -35,8 +36,8 @@ def make_run(runs_dir: Path, rule: str, seed: int, test_acc: float | None, state
                        "angle_grad": 0.0, "angle_weight": None if rule == "bp" else 85.0}}
     val = [0.5, (test_acc or 0.5) - 0.01]
     with open(run.file(EVENTS), "w") as f:
-        append_event(f, {"type": "start", "step": 0, "config": cfg.model_dump(mode="json"),
-                         "steps_per_epoch": 5})
+        append_event(f, start_event(cfg.model_dump(mode="json"), 10, ("fc1", "head"),
+                                    steps_per_epoch=5))
         append_event(f, {"type": "diag", "step": 0, "epoch": 0, "layers": layers})
         append_event(f, {"type": "train", "step": 5, "epoch": 0, "loss": 1.5, "acc": 0.4})
         append_event(f, {"type": "eval", "step": 5, "epoch": 1, "split": "val", "loss": 1.2,

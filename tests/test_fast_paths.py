@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.data import Batches
 from engine.models import build_model
 from engine.train import Trainer
@@ -164,7 +164,7 @@ def test_eager_step_is_bit_identical_to_torchs_step_and_imports_no_dynamo():
 def test_a_training_run_never_imports_dynamo_and_dynamo_still_takes_over_later():
     out = _python("""
         import json, sys, torch
-        from engine.config import Config
+        from fa_contract.config import Config
         from engine.train import Trainer
         cfg = Config.model_validate({
             "run": {"device": "cpu"},

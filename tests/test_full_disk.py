@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config
-from engine.rundir import LOG
+from fa_contract.config import Config
+from fa_contract.rundir import LOG
 from fa_tui.launch import create_run, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def test_the_heartbeat_survives_a_full_disk_blip(disk, monkeypatch):
     """A few seconds of full disk fail some heartbeats; the thread keeps beating and the
     status is fresh again as soon as space is back (it used to die for the rest of the run)."""
     import engine.worker as worker_mod
-    monkeypatch.setattr(worker_mod, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr("fa_contract.status.HEARTBEAT_S", 0.1)   # what the heartbeat reads
     run = create_run(disk / "runs", Config.model_validate(TINY), "beating")
     worker = worker_mod.Worker(run)
     beat = threading.Thread(target=worker._heartbeat, daemon=True)

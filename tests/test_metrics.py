@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import RuleCfg
+from fa_contract.config import RuleCfg
 from engine.layers import attach
 from engine.metrics import (angle, conservation, conservation_drift, erank, erank_from_sv,
                             participation_ratio, per_sample_angle, product_singular_values,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ACTIVATIONS, NORMS, ModelCfg, NormCfg, RuleCfg
+from fa_contract.config import ACTIVATIONS, NORMS, ModelCfg, NormCfg, RuleCfg
 from engine.layers import attach
 from engine.models import build_model
 from engine.models.activations import ACTIVATIONS as ACTIVATION_MODULES

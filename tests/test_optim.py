@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ModelCfg, NormCfg, OptimCfg, RuleCfg
+from fa_contract.config import ModelCfg, NormCfg, OptimCfg, RuleCfg
 from engine.layers import attach
 from engine.models import build_model
 from engine.optim import build_optimizer, lr_factor

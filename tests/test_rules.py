@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import ModelCfg, NormCfg, RuleCfg
+from fa_contract.config import ModelCfg, NormCfg, RuleCfg
 from engine.layers import attach
 from engine.rules import RULES, build_rule
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.rundir import RunDir, list_runs
+from fa_contract.rundir import RunDir, list_runs
 from fa_tui.core.queue import QueueDir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.config import Config, SlurmCfg
-from engine.rundir import EVENTS, RunDir, list_runs
+from fa_contract.config import Config, SlurmCfg
+from fa_contract.rundir import EVENTS, RunDir, list_runs
 from fa_tui.cli import app
 from fa_tui.core.store import RunStore
 from fa_tui.core.slurmq import QueueCache, QueueInfo, live, slurm_jobs, squeue
@@ -324,7 +324,7 @@ def test_the_slurm_table_becomes_sbatch_options():
 
 
 def test_live_state_comes_from_one_squeue_answer():
-    from engine.rundir import Status
+    from fa_contract.rundir import Status
     now = time.time()
     pending = Status(state="queued", slurm_job="7_1")
     running = Status(state="running", slurm_job="7_0", pid=1)

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.train import Trainer, pick_device
 
 TIMING_KEYS = {"wall_s", "step_s", "samples_per_s", "diag_s"}

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from engine.config import Config
+from fa_contract.config import Config
 from engine.metrics import erank, row_normalised, spectrum_stats, step_noise
 from engine.train import Trainer
 from engine.trajectory import CountSketch, Window

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rundir
-from engine.config import Config
-from engine.rundir import CHECKPOINT, EventLog, RunDir
+from fa_contract import rundir
+from fa_contract import status as status_file
+from fa_contract.config import Config
+from fa_contract.rundir import CHECKPOINT, EventLog, RunDir
 from engine.worker import main as worker_main
 from fa_tui.launch import create_run, spawn, stop
 
@@ -156,7 +157,7 @@ def check_killed_then_resumed(seen: dict, monkeypatch, tmp_path: Path) -> None:
     # read_status on the status it left (copied aside: the original was resumed since): a
     # running status whose pid is gone and whose heartbeat is two beats old is a vanished
     # worker. The beat is shortened instead of waiting 10 s.
-    monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(status_file, "HEARTBEAT_S", 0.05)
     left = RunDir(tmp_path)
     left.file(rundir.STATUS).write_text(json.dumps(raw))
     time.sleep(0.15)

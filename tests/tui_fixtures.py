@@ -1,17 +1,18 @@
-"""Hand-written run directories (docs/run-directory.md, format v1) for the TUI tests and the
-snapshots: fixed timestamps and closed-form metrics, so every rendering is reproducible."""
+"""Run directories for the TUI tests and the snapshots, written through the contract's writers
+(fa_contract: the ones the launcher and the worker use, which check every event against its
+record): fixed timestamps and closed-form metrics, so every rendering is reproducible."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
 import time
 from pathlib import Path
 
-import tomli_w
-
-from engine.config import Config
+from fa_contract.config import Config
+from fa_contract.events import append_event
+from fa_contract.rundir import EVENTS, RunDir, Status
+from fa_contract.version import FORMAT_VERSION
 
 T0 = 1_750_000_000.0      # every timestamp is T0 + something; the app's clock is frozen at NOW
 NOW = T0 + 3600.0
@@ -35,9 +36,7 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
     at rate `collapse` while BP's stays high; angles to BP fall as training goes on."""
     bp = cfg["rule"]["name"] == "bp"
     jitter = 0.03 * cfg["run"].get("seed", 0)      # seeds of one condition differ a little
-    out = [{"type": "start", "config": cfg, "device": "cpu", "host": "fixture", "pid": 1,
-            "params": 4242, "steps_per_epoch": 10, "total_steps": 30,
-            "layers": [{"name": n, "kind": "Linear", "shape": [16, 16]} for n in LAYERS]}]
+    out = [start_event(cfg)]
     for step in range(5, steps + 1, 5):
         f = step / 30 * (1.0 if bp else 0.7)
         out.append({"type": "train", "step": step, "epoch": step // 10,
@@ -64,9 +63,18 @@ def _events(cfg: dict, steps: int, collapse: float, end: str | None, reason: str
         out.append({"type": "test", "step": steps, "loss": 0.6, "acc": 0.71})
     if end:
         out.append({"type": "end", "step": steps, "status": end, "reason": reason})
-    for i, e in enumerate(out):
-        e.update(v=1, t=T0 + i)
+    for i, e in enumerate(out):         # as written (write_run stamps the same t)
+        e.update(v=FORMAT_VERSION, t=T0 + i)
     return out
+
+
+def start_event(cfg: dict, total_steps: int = 30, layers: tuple[str, ...] = LAYERS,
+                steps_per_epoch: int = 10) -> dict:
+    """A start event as the Trainer writes it (every key its record requires)."""
+    return {"type": "start", "step": 0, "config": cfg, "device": "cpu", "host": "fixture",
+            "params": 4242, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "layers": [{"name": n, "kind": "Linear", "shape": [16, 16]} for n in layers],
+            "amp": False, "channels_last": False, "cuda_graph": False}
 
 
 def write_run(root: Path, name: str, cfg: dict, state: str, steps: int, *, collapse: float = 2.0,
@@ -76,23 +84,25 @@ def write_run(root: Path, name: str, cfg: dict, state: str, steps: int, *, colla
     it is not stale); otherwise statuses are final and no process is involved."""
     path = root / name
     path.mkdir(parents=True)
-    (path / "config.toml").write_text(tomli_w.dumps(cfg))
+    run = RunDir(path)
+    run.write_config(cfg)
     end = state if state in ("done", "stopped", "diverged", "failed") else None
     events = _events(cfg, steps, collapse, end, reason) if state != "queued" else []
-    lines = [json.dumps(e) for e in events]
-    if corrupt:
-        lines.insert(3, '{"type": "train", "step": 7, "loss": 0.')
-    (path / "events.jsonl").write_text("".join(line + "\n" for line in lines))
-    status = {"state": state, "pid": os.getpid() if live else None,
-              "host": socket.gethostname(), "heartbeat": time.time() if live else T0 + 100,
-              "started": None if state == "queued" else started, "reason": reason,
-              "step": steps, "total_steps": 30, "device": "cpu", "v": 1}
-    (path / "status.json").write_text(json.dumps(status))
+    with open(run.file(EVENTS), "w", encoding="utf-8") as f:
+        for i, event in enumerate(events):
+            if corrupt and i == 3:      # a line cut short (a crash mid-write), then more
+                f.write('{"type": "train", "step": 7, "loss": 0.\n')
+            append_event(f, event, t=T0 + i)
+    run.write_status(Status(state=state, pid=os.getpid() if live else None,
+                            host=socket.gethostname(),
+                            heartbeat=time.time() if live else T0 + 100,
+                            started=None if state == "queued" else started, reason=reason,
+                            step=steps, total_steps=30, device="cpu"), beat=False)
     if end:
         best = max((e["acc"] for e in events if e["type"] == "eval"), default=None)
-        (path / "summary.json").write_text(json.dumps({
-            "status": state, "reason": reason, "best_val_acc": best, "wall_s": steps * 4.0,
-            "steps": steps, "test_acc": 0.71 if state == "done" else None}))
+        run.write_summary({"status": state, "reason": reason, "best_val_acc": best,
+                           "wall_s": steps * 4.0, "steps": steps,
+                           "test_acc": 0.71 if state == "done" else None})
     (path / "worker.log").write_text("".join(f"step {s}: ok\n" for s in range(5, steps + 1, 5))
                                      + (f"{reason}\n" if reason else ""))
     return path

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from engine.config import ModelCfg, NormCfg
+from fa_contract.config import ModelCfg, NormCfg
 from engine.models.cnn import build_cnn
 from engine.models.mlp import build_mlp
 from engine.models.resnet import build_resnet18

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from engine.config import ModelCfg
+from fa_contract.config import ModelCfg
 from engine.models.activations import activation
 from engine.norm import norm_2d
 

@@ -18,7 +18,7 @@ from functools import partial
 
 from torch import nn
 
-from engine.config import ModelCfg
+from fa_contract.config import ModelCfg
 from engine.norm import norm_2d
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.config import ModelCfg
+from fa_contract.config import ModelCfg
 from engine.norm import norm_tokens
 
 

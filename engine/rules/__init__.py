@@ -13,7 +13,7 @@ from engine.rules.ldfa import LDFA
 from engine.rules.usf import USF
 
 if TYPE_CHECKING:
-    from engine.config import RuleCfg
+    from fa_contract.config import RuleCfg
 
 RULES: dict[str, type[Rule]] = {r.name: r for r in (BP, FA, USF, BRSF, FRSF, DFA, LDFA)}
 

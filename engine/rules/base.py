@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from engine.config import RuleCfg
+    from fa_contract.config import RuleCfg
 
 
 class Rule:

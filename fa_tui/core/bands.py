@@ -10,40 +10,29 @@ configs agree on everything but the seed and the keys that do not define an expe
 from __future__ import annotations
 
 import bisect
-import json
-import re
 import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from fa_tui.export import NOT_CONDITIONS as _DOTTED
-
-#: config keys that do not make two runs different conditions (the exporter's list)
-NOT_CONDITIONS = tuple(tuple(k.split(".", 1)) for k in _DOTTED)
-_SEED_TAG = re.compile(r"[-_]?seed=\d+")
+from fa_tui.core import grouping
 
 
 def sweep_name(run_name: str) -> str:
     """`fa-lr=0.1-seed=3` -> `fa-lr=0.1`: the name shared by the seeds of one condition."""
-    return _SEED_TAG.sub("", run_name) or run_name
-
-
-def condition(config: Mapping[str, Any]) -> str:
-    """The config with every NOT_CONDITIONS key removed, as a canonical string."""
-    kept = {s: {k: v for k, v in sec.items() if (s, k) not in NOT_CONDITIONS}
-            for s, sec in config.items() if isinstance(sec, Mapping)}
-    return json.dumps(kept, sort_keys=True, default=str)
+    return grouping.sweep_name(run_name) or run_name
 
 
 def seed_groups(configs: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(label, run names) per condition, in the order runs first appear. A run alone in its
+    """(label, run names) per condition, in the order runs first appear, by the one grouping
+    rule (fa_tui/core/grouping.py, which export's tables use too). A run alone in its
     condition is a group of one, labelled with its own name; a group's label is the shared
-    sweep name."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for name, cfg in configs.items():
-        groups.setdefault((sweep_name(name), condition(cfg)), []).append(name)
-    return [(sweep_name(names[0]) if len(names) > 1 else names[0], names)
-            for names in groups.values()]
+    sweep name. A seed that appears twice in a group is drawn once (not counted twice)."""
+    names = list(configs)
+    out = []
+    for g in grouping.seed_groups(names, [configs[n] for n in names]):
+        members = [names[i] for i in g.members]
+        out.append((sweep_name(members[0]) if len(members) > 1 else members[0], members))
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from fa_tui.core.series import last, layer_names
-from fa_tui.export import Stat, Table
+from fa_tui.core.grouping import Stat, Table
 
 #: per-layer diagnostics compared: the rule's error rank, BP's on the same batch, the angle
 COMPARE_METRICS = ("erank_err", "erank_err_bp", "angle_delta")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from engine.config import Config
+from fa_contract.config import Config
 
 Values = Mapping[str, Any]
 SEEDS = "seeds"         # not Config paths: the seeds of a sweep (they set run.seed) and how

@@ -2,33 +2,38 @@
 a field becomes values, sweeps, and validation by the very pydantic schema the worker uses.
 
 A numeric field may hold several comma-separated values (`lr = 0.1, 0.01`) and the seeds field
-a list or a range (`0-4`): the composition then expands into the grid of every combination.
+a list or a range (`0-4`): the form then becomes a preset layer (values and sweep axes) that
+the one sweep expander (fa_tui/sweep.py, also behind `fa-tui run`) turns into runs, so the
+order and the names match the CLI's. Seeds (and the values of any axis) must be unique.
 """
 from __future__ import annotations
 
-import itertools
-import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from engine.config import Config
-from engine.data_files import find_files, missing_files, reachable
+from fa_contract.config import Config
+from fa_contract.data_files import find_files, missing_files, reachable
+from fa_contract.dotted import flatten as _flatten_any
+from fa_contract.dotted import nest as _nest_any
 # the form's fields live in fa_tui.core.fields; re-exported here for the screen and the tests
 from fa_tui.core.fields import (ADVANCED_TITLE, DEVICE, FIELDS, FORM, HELP, JOBS, MAIN,  # noqa: F401
                                 SEEDS, FieldSpec, Values)
+from fa_tui.sweep import SEEDS_AXIS, duplicate, expand
 
 MAX_RUNS = 64           # a sweep larger than this is almost surely a typo; the CLI has no cap
 
 
 # --- the schema, introspected ----------------------------------------------------------------
-def field_info(path: str):
+def field_info(path: str) -> FieldInfo:
     """pydantic's FieldInfo of a dotted Config path."""
     section, key = path.split(".")
-    return Config.model_fields[section].annotation.model_fields[key]
+    model: type[BaseModel] = Config.model_fields[section].annotation  # type: ignore[assignment]
+    return model.model_fields[key]
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -90,17 +95,7 @@ def device_choices() -> tuple[str, ...]:
 
 
 # --- values <-> text ---------------------------------------------------------------------------
-def flatten(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """{"rule": {"rank": 10}} -> {"rule.rank": 10} (two levels: sections and keys)."""
-    return {f"{s}.{k}": v for s, sec in cfg.items() for k, v in sec.items()}
-
-
-def nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for path, v in flat.items():
-        section, key = path.split(".")
-        out.setdefault(section, {})[key] = v
-    return out
+flatten, nest = _flatten_any, _nest_any      # the one pair (fa_contract/dotted.py)
 
 
 def to_text(value: Any) -> str:
@@ -125,6 +120,9 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(f"not a seed or a range: {part!r}") from None
     if not seeds:
         raise ValueError("give at least one seed")
+    twice = duplicate(seeds)
+    if twice is not None:
+        raise ValueError(f"seed {twice} is listed twice; each seed once")
     return seeds
 
 
@@ -153,53 +151,40 @@ class Composition:
     names: list[str]
     errors: dict[str, str]        # field path -> message, shown next to the field
     general: list[str]            # errors that belong to no single field
-    axes: dict[str, list[Any]] = field(default_factory=dict)  # swept paths -> typed values
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # swept dotted keys -> values
     jobs: int = 1
+    base_name: str = "run"        # run.name before the sweep labels
 
     def preset(self, values: Values | None = None) -> dict[str, Any]:
-        """The composition as a preset document: the first config, with every swept key
-        moved into a [sweep] table (seeds as `seeds`), which load_preset expands back. With
-        the form's `values`, only keys that apply to its choices are written (no `rank` for
-        fa, no `widths` for an mlp), and advanced keys only where they differ from the
-        default: a preset that says what the experiment is."""
-        doc = self.configs[0].model_dump(mode="json", exclude_none=True)
+        """The composition as a preset document: the first config's (typed) values with the
+        base name, the swept keys in a [sweep] table (run.seed as `seeds`), which load_preset
+        expands back into the same runs with the same names. With the form's `values`, only
+        keys that apply to its choices are written (no `rank` for fa, no `widths` for an mlp),
+        and advanced keys only where they differ from the default: a preset that says what
+        the experiment is."""
+        flat = flatten(self.configs[0].model_dump(mode="json", exclude_none=True))
+        flat["run.name"] = self.base_name
         if values is not None:
-            defaults = Config().model_dump(mode="json")
-            for section in list(doc):
-                for key in list(doc[section]):
-                    path = f"{section}.{key}"
-                    if not applies(path, values) or (
-                            path not in MAIN and doc[section][key] == defaults[section].get(key)):
-                        del doc[section][key]
-                if not doc[section]:
-                    del doc[section]
-        sweep = {}
-        for path, values in self.axes.items():
-            key = "run.seed" if path == SEEDS else path
-            section, name = key.split(".")
-            doc.get(section, {}).pop(name, None)
-            sweep["seeds" if path == SEEDS else path] = values
+            defaults = flatten(Config().model_dump(mode="json"))
+            for path in list(flat):
+                if path != "run.name" and (not applies(path, values) or (
+                        path not in MAIN and flat[path] == defaults.get(path))):
+                    del flat[path]
+        for k in self.axes:
+            flat.pop(k, None)
+        sweep = {"seeds" if k == SEEDS_AXIS else k: v for k, v in self.axes.items()}
+        doc = nest(flat)
         return {**doc, "sweep": sweep} if sweep else doc
 
 
-def _message(err: dict) -> str:
+def _message(err: Mapping[str, Any]) -> str:
     return err["msg"].removeprefix("Value error, ")
 
 
-def run_name(base: str, point: Mapping[str, Any]) -> str:
-    """`base-rank=10-seed=1`: the swept values, in the style the preset loader names runs,
-    restricted to characters that are safe in a directory name."""
-    def label(path: str) -> str:          # rule.name -> rule, optim.lr -> lr, seeds -> seed
-        section, _, key = path.partition(".")
-        return "seed" if path == SEEDS else section if key == "name" else key
-
-    tags = [f"{label(p)}={to_text(v).replace(' ', '')}" for p, v in point.items()]
-    return re.sub(r"[^A-Za-z0-9._,=+-]", "_", "-".join([base, *tags]))
-
-
 def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
-    """Expand `values` (field path -> widget value) over `base` (flattened config) into
-    every combination, validate each with Config, and name each run."""
+    """The form as a preset layer over `base` (flattened config): fields with one value set
+    it, fields with several (and several seeds) become sweep axes; then the one expander
+    validates and names every run. Errors are mapped back to the fields."""
     errors: dict[str, str] = {}
     axes: dict[str, list[Any]] = {}
     jobs = str(values.get(JOBS, "1")).strip()
@@ -212,6 +197,10 @@ def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
             axes[path] = axis(path, value)
         except ValueError as e:
             errors[path] = str(e)
+            continue
+        twice = duplicate(axes[path])
+        if twice is not None and len(axes[path]) > 1:
+            errors[path] = f"{twice} is listed twice; each value once"
     if errors:
         return Composition([], [], errors, [])
     total = 1
@@ -220,29 +209,33 @@ def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
     if total > MAX_RUNS:
         return Composition([], [], {}, [f"{total} runs in this sweep; at most {MAX_RUNS}"])
 
-    configs, names, general = [], [], []
-    varying = [p for p, vals in axes.items() if len(vals) > 1]
-    for combo in itertools.product(*axes.values()):
-        chosen = dict(zip(axes, combo))
-        flat = {**base, **{p: v for p, v in chosen.items() if p != SEEDS}}
-        flat["run.seed"] = chosen.get(SEEDS, flat.get("run.seed", 0))
-        nested = nest({p: v for p, v in flat.items() if v is not None})
+    key = {SEEDS: SEEDS_AXIS}
+    layer = dict(base)
+    layer.update({key.get(p, p): vals[0] for p, vals in axes.items() if len(vals) == 1})
+    sweep = {key.get(p, p): vals for p, vals in axes.items() if len(vals) > 1}
+    for k in sweep:
+        layer.pop(k, None)
+    general: list[str] = []
+
+    def validate(flat: dict[str, Any], point: dict[str, Any]) -> Config | None:
         try:
-            cfg = Config.model_validate(nested)
+            return Config.model_validate(nest({p: v for p, v in flat.items() if v is not None}))
         except ValidationError as e:
             for err in e.errors():
                 path = ".".join(str(p) for p in err["loc"][:2])
                 # a check across sections (a cnn needs image input) starts with its key
                 named = _message(err).split(" ", 1)[0]
-                target = (path if path in FIELDS else SEEDS if path == "run.seed"
+                target = (path if path in FIELDS else SEEDS if path == SEEDS_AXIS
                           else named if named in FIELDS else None)
                 if target:
                     errors.setdefault(target, _message(err))
-                elif _message(err) not in general:
+                elif _message(err) not in general and f"{path}: {_message(err)}" not in general:
                     general.append(f"{path}: {_message(err)}" if path else _message(err))
-            continue
-        configs.append(cfg)
-        names.append(run_name(cfg.run.name, {p: chosen[p] for p in varying}))
+            return None
+
+    base_name = str(layer.get("run.name") or "run")
+    runs = expand(layer, sweep, base_name, validate)
+    configs = [r.config for r in runs]
     for cfg in {c.data.model_dump_json(): c for c in configs}.values():
         # missing files are fine when the launch can fetch them (needs the network)
         missing = (None if find_files(cfg.data) is not None else
@@ -252,15 +245,8 @@ def compose(base: Mapping[str, Any], values: Mapping[str, Any]) -> Composition:
             errors["data.name"] = missing
     if errors or general:
         return Composition([], [], errors, general)
-    swept = {p: list(dict.fromkeys(_typed(c, p) for c in configs)) for p in varying}
-    return Composition(configs, names, {}, [], swept, int(jobs))
-
-
-def _typed(cfg: Config, path: str) -> Any:
-    """A config's validated value at a form path (seeds read run.seed). Only scalar fields
-    can be swept, so the value is hashable."""
-    section, key = ("run", "seed") if path == SEEDS else path.split(".")
-    return getattr(getattr(cfg, section), key)
+    typed_axes = {k: list(dict.fromkeys(r.point[k] for r in runs)) for k in sweep}
+    return Composition(configs, [r.name for r in runs], {}, [], typed_axes, int(jobs), base_name)
 
 
 def default_values() -> dict[str, Any]:

@@ -22,13 +22,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.rundir import write_json_atomic
+from fa_contract.atomic import write_json_atomic
 
 QUEUE_DIR = ".queue"
 LOCK, LOG, BATCHES = "scheduler.lock", "scheduler.log", "batches"
@@ -50,8 +52,8 @@ class Batch:
             return None
         runs = [r for r in raw["runs"] if isinstance(r, str)]
         jobs = raw.get("jobs")
-        gpus = raw.get("gpus") if isinstance(raw.get("gpus"), list) else []
-        est = raw.get("estimates") if isinstance(raw.get("estimates"), dict) else {}
+        gpus = raw["gpus"] if isinstance(raw.get("gpus"), list) else []
+        est = raw["estimates"] if isinstance(raw.get("estimates"), dict) else {}
         return Batch(batch_id, runs, jobs if isinstance(jobs, int) and jobs >= 1 else 1,
                      [str(g) for g in gpus], raw.get("resume") is True,
                      {k: v for k, v in est.items() if isinstance(v, int)})
@@ -160,3 +162,29 @@ def least_loaded(gpus: Sequence[str], busy: Sequence[str | None]) -> str | None:
     if not gpus:
         return None
     return min(gpus, key=lambda g: (sum(1 for b in busy if b == g), gpus.index(g)))
+
+
+#: the project root (as fa_tui.launch.ROOT), on the scheduler's PYTHONPATH
+_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def ensure_scheduler(runs_dir: Path) -> int | None:
+    """Start the scheduler of `runs_dir` (`python -m fa_tui.scheduler`) unless one runs; returns
+    the pid started, else None.
+
+    Two clients may both start one: the second finds the lock taken and exits at once. The
+    scheduler, and so every worker it starts, inherits this process's working directory and
+    environment (a relative data.root, $FA_TUI_DATA): the same as when clients started the
+    workers themselves, as long as one runs directory is used from one place."""
+    queue = QueueDir(runs_dir)
+    if queue.scheduler_pid() is not None:
+        return None
+    queue.path.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+    with open(queue.log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fa_tui.scheduler",
+                                 str(Path(runs_dir).resolve())],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    return proc.pid

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from rich.text import Text
 
-from engine.rundir import Status
+from fa_contract.rundir import Status
 
 #: (row attribute, header); `mark` is the multi-selection tick.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -22,7 +22,7 @@ FROZEN_COLUMNS = 2
 SORT_KEYS = ("started", "name", "state", "rule", "model", "data", "optim", "norm", "progress",
              "best_val", "elapsed", "speed", "device")
 STATE_STYLE = {"queued": "dim", "running": "bold green", "done": "cyan", "stopped": "yellow",
-               "failed": "bold red", "diverged": "bold magenta"}
+               "failed": "bold red", "diverged": "bold magenta", "corrupt": "red reverse"}
 
 
 @dataclass(frozen=True)

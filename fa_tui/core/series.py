@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from engine.rundir import iter_metric
+from fa_contract.rundir import iter_metric
 
 #: curve splits the Monitor can show: (label, event type, eval split or None)
 SPLITS = {"train": ("train", None), "val": ("eval", "val")}

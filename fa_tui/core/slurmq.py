@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Collection
 
-from engine.rundir import Status
+from fa_contract.rundir import Status
 
 #: squeue's states of a job that still holds (or waits for) resources
 QUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",

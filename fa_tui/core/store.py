@@ -6,6 +6,10 @@ active, since staleness depends on the clock), events.jsonl only for active runs
 runs on screen in Monitor, and only the bytes appended since the last poll (EventLog).
 A runs directory with hundreds of finished runs therefore costs a few stat calls per poll.
 SLURM runs add one `squeue` call for all of them, at most every 5 s (fa_tui/core/slurmq.py).
+
+The poller never dies: every reader in fa_contract is total (a run that cannot be read is a
+`corrupt` row with a one-line reason), and whatever else goes wrong with one run is caught
+here and shown on that run's row, so one bad directory never hides the others.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
-from engine.rundir import EVENTS, LOG, STATUS, EventLog, RunDir, Status, list_runs
+from fa_contract.rundir import (CORRUPT, EVENTS, LOG, STATUS, EventLog, RunDir, Status,
+                                list_runs, one_line)
+from fa_contract.status import corrupt
 from fa_tui.core.runtable import RunRow, best_val_acc, build_row, throughput
 from fa_tui.core.slurmq import QueueCache, live, slurm_jobs
 
@@ -24,6 +30,7 @@ class _Entry:
     run: RunDir
     config: dict
     status: Status
+    problem: str | None = None          # why config.toml cannot be read (re-read each poll)
     status_key: tuple[int, int] = (0, 0)
     summary: dict | None = None
     log: EventLog | None = None
@@ -73,26 +80,25 @@ class RunStore:
 
     def _entry(self, run: RunDir) -> _Entry:
         """The run's cached state; a config.toml that cannot be read (edited by hand, or a
-        file system hiccup) is shown with unknown fields and read again next poll."""
+        file system hiccup) is shown as `corrupt` with the reason and read again next poll."""
         entry = self._entries.get(run.name)
-        if entry is None or entry.run.path != run.path:
-            try:
-                config = run.read_config()
-            except (OSError, ValueError):
-                return _Entry(run, {}, Status())
-            entry = self._entries[run.name] = _Entry(run, config, Status())
+        if entry is None or entry.run.path != run.path or entry.problem:
+            config, problem = run.config_or_problem()
+            entry = self._entries[run.name] = _Entry(run, config, Status(), problem=problem)
         return entry
 
     def _update(self, entry: _Entry, watched: bool) -> None:
         key = _stat_key(entry.run.file(STATUS))
         changed = key != entry.status_key
-        if changed or entry.status.active:
+        if changed or entry.status.active or entry.problem:
             entry.status_key = key
             entry.status = entry.run.read_status()
             if entry.status.active:
                 entry.summary = None             # an earlier attempt's, after a resume
             elif changed or entry.summary is None:
                 entry.summary = entry.run.read_summary()
+            if entry.problem:
+                entry.status.state, entry.status.reason = CORRUPT, entry.problem
         if entry.status.active or watched or changed:
             if entry.log is None:
                 entry.log = EventLog(entry.run.file(EVENTS))
@@ -124,15 +130,24 @@ class RunStore:
         rows, events, versions, logs, configs, skipped = [], {}, {}, {}, {}, {}
         entries = []
         for run in runs:
-            entry = self._entry(run)
-            self._update(entry, run.name in watch)
+            try:
+                entry = self._entry(run)
+                self._update(entry, run.name in watch)
+            except Exception as e:  # noqa: BLE001 -- one run's surprise must not stop the poller
+                self._entries.pop(run.name, None)
+                entry = _Entry(run, {}, corrupt(one_line(f"{type(e).__name__}: {e}") or ""))
             entries.append(entry)
         # SLURM runs: one squeue call for all of them, at most every few seconds
         queue = self.queue.get(slurm_jobs([e.status for e in entries]))
         for run, entry in zip(runs, entries):
             watched = run.name in watch
-            rows.append(build_row(run.name, live(entry.status, queue), entry.config,
-                                  entry.summary, entry.best_val, now, *entry.speed))
+            try:
+                rows.append(build_row(run.name, live(entry.status, queue), entry.config,
+                                      entry.summary, entry.best_val, now, *entry.speed))
+            except Exception as e:  # noqa: BLE001 -- as above
+                status = corrupt(one_line(f"{type(e).__name__}: {e}") or "")
+                rows.append(build_row(run.name, status, {}, None, None, now))
+                continue
             configs[run.name] = entry.config             # every run's: seed grouping needs it
             if watched and entry.log is not None:
                 events[run.name], logs[run.name] = self._watched(entry)

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui import export
 from fa_tui.core.compare import COMPARE_METRICS, compare_table, transposed
 from fa_tui.core.panels import curve_series, entries, legend, run_colours

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Collapsible, Footer, Header, Static
 
-from engine.config import Config
+from fa_contract.config import Config
 from fa_tui.core.form import (ADVANCED_TITLE, DEVICE, FORM, JOBS, SEEDS, Composition, choices,
                               compose, default_values, description, device_choices, flatten,
                               kind, to_text)
@@ -173,7 +173,11 @@ class ComposeScreen(Screen):
             self.notify(str(e), title="Preset not loaded", severity="error", timeout=15)
             return
         self.plan = [(run.name, run.config) for run in plan.runs]
-        self._fill(flatten(plan.runs[0].config.model_dump(mode="json")))
+        # the form shows the first run under the preset's base name: editing a field then
+        # names the new runs after what they are, not after the first run's swept values
+        flat = flatten(plan.runs[0].config.model_dump(mode="json"))
+        flat["run.name"] = plan.base
+        self._fill(flat)
         self.notify(f"{plan.name}: {len(plan.runs)} run(s); the form shows the first. "
                     "Launching starts them all unless you edit a field.")
 
@@ -181,7 +185,7 @@ class ComposeScreen(Screen):
         if not self.composition.configs:
             self.notify("Fix the form's errors before saving.", severity="error")
             return
-        name = self.composition.configs[0].run.name
+        name = self.composition.base_name
         self.app.push_screen(PromptScreen("Save the composition as a preset", f"{name}.toml",
                                           "a .toml path; a sweep is saved as a [sweep] table"),
                              self._save)

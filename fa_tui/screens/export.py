@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui import export
 from fa_tui.core.xaxis import X_AXES
 from fa_tui.screens.dialogs import ConfirmScreen

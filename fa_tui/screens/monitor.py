@@ -28,7 +28,7 @@ from fa_tui.widgets.rank_heatmap import RankHeatmap
 
 @cache
 def schema_defaults() -> dict:
-    from engine.config import Config      # pydantic: only when a config is first shown
+    from fa_contract.config import Config      # pydantic: only when a config is first shown
     return Config().model_dump(mode="json")
 
 

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from engine.rundir import RunDir
+from fa_contract.rundir import RunDir
 from fa_tui.core.runtable import SORT_KEYS, matches, sort_rows
 from fa_tui.core.store import Snapshot
 from fa_tui.screens.dialogs import ConfirmScreen
@@ -190,16 +190,27 @@ class RunsScreen(Screen):
         self.app.wake()
 
     def action_resume(self) -> None:
-        """Resume ended runs that have a checkpoint; start queued runs nobody started."""
+        """Resume stopped and failed runs (from their checkpoint, else from scratch) and start
+        queued runs nobody started; the policy is the CLI's (fa_tui.launch.resume_refusal)."""
+        from fa_tui.launch import resume_refusal
         if self._none_selected("resume"):
             return
         runs = self._runs()
         rows = {r.name: self.table.row(r.name) for r in runs}
-        resume = [r for r in runs if not rows[r.name].active and r.has_checkpoint()]
-        fresh = [r for r in runs if rows[r.name].state == "queued"]
+        fresh = [r for r in runs if rows[r.name] and rows[r.name].state == "queued"]
+        resume, refused = [], []
+        for r in runs:
+            if r in fresh:
+                continue
+            why = resume_refusal(r)
+            (refused if why else resume).append(why or r)
+        if refused:
+            self.notify("\n".join(refused), title="Not resumed", severity="warning",
+                        markup=False)
         if not resume and not fresh:
-            self.notify("Nothing to resume: select a stopped or failed run with a checkpoint, "
-                        "or a queued run.", severity="warning")
+            if not refused:
+                self.notify("Nothing to resume: select a stopped or failed run, or a queued "
+                            "run.", severity="warning")
             return
         self._resume(resume, fresh)
 

@@ -5,17 +5,26 @@ Every section forbids unknown keys so that a typo in a preset is an error, never
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RULES = ("bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa")
-MODELS = ("mlp", "cnn", "resnet18", "vit")
-DATASETS = ("synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100")
-NORMS = ("none", "batchnorm", "layernorm", "activity")
-OPTIMISERS = ("sgd", "adam", "adamw", "muon")
-SCHEDULES = ("constant", "cosine", "onecycle", "step")
-ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear")
+# The lists of choices, written once: each Literal is the schema's type, each tuple its values
+# (for menus and messages); engine's registries are keyed by the same names (a test checks).
+Rule = Literal["bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa"]
+Model = Literal["mlp", "cnn", "resnet18", "vit"]
+Dataset = Literal["synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+Norm = Literal["none", "batchnorm", "layernorm", "activity"]
+Optimiser = Literal["sgd", "adam", "adamw", "muon"]
+Schedule = Literal["constant", "cosine", "onecycle", "step"]
+Activation = Literal["relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear"]
+RULES: tuple[str, ...] = get_args(Rule)
+MODELS: tuple[str, ...] = get_args(Model)
+DATASETS: tuple[str, ...] = get_args(Dataset)
+NORMS: tuple[str, ...] = get_args(Norm)
+OPTIMISERS: tuple[str, ...] = get_args(Optimiser)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 #: training-set sizes of the file datasets (before the validation split), so that impossible
 #: splits and batch sizes are refused when the preset is read, not in the worker.
 TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
@@ -29,7 +38,7 @@ IMAGE_MODELS = ("cnn", "resnet18", "vit")
 # Upper bounds. They are generous — far above anything the shipped presets or the papers
 # use — and exist so that a typo (an extra three zeros) is refused by the schema with a
 # message, not discovered by the kernel's out-of-memory killer. What a run actually needs is
-# checked against the machine by the memory estimate at launch (engine/estimate.py).
+# checked against the machine by the memory estimate at launch (fa_contract/estimate.py).
 MAX_UNITS = 1 << 30          # widths, channels, embedding dims, ranks (the memory estimate
                              # refuses far less at launch; this bounds the arithmetic)
 MAX_LAYERS = 1024            # depth
@@ -56,7 +65,7 @@ class RunCfg(Section):
 
 
 class DataCfg(Section):
-    name: Literal["synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "synthetic"
+    name: Dataset = "synthetic"
     root: str | None = Field(None, description="dataset folder; else $FA_TUI_DATA, else the user cache")
     val_size: int = Field(5000, ge=0, le=MAX_EXAMPLES, description="examples held out from train for validation")
     augment: bool = Field(True, description="random crop + flip (CIFAR only), done on the device")
@@ -72,13 +81,14 @@ class DataCfg(Section):
 
 
 class ModelCfg(Section):
-    name: Literal["mlp", "cnn", "resnet18", "vit"] = "mlp"
+    name: Model = "mlp"
     width: int = Field(256, ge=1, le=MAX_UNITS, description="mlp hidden units; vit embedding dim")
     depth: int = Field(2, ge=0, le=MAX_LAYERS, description="mlp hidden layers; vit blocks")
     widths: list[Units] = Field([64, 128, 256, 256], min_length=4, max_length=4,
                               description="cnn: channels of the four conv layers")
-    activation: Literal["relu", "tanh", "gelu", "sigmoid", "leaky_relu", "linear"] = "relu"
-    bottleneck: int | None = Field(None, ge=1, le=MAX_UNITS, description="mlp: width of the last hidden layer")
+    activation: Activation = "relu"
+    bottleneck: int | None = Field(None, ge=1, le=MAX_UNITS,
+                                   description="mlp: width of the last hidden layer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     patch: int = Field(4, ge=1, le=MAX_SIDE, description="vit patch size")
     heads: int = Field(4, ge=1, le=MAX_UNITS, description="vit attention heads")
@@ -87,7 +97,7 @@ class ModelCfg(Section):
 
 
 class RuleCfg(Section):
-    name: Literal["bp", "fa", "usf", "brsf", "frsf", "dfa", "ldfa"] = "bp"
+    name: Rule = "bp"
     scale: float = Field(1.0, gt=0, description="multiplies the feedback")
     init: Literal["same", "gaussian", "uniform", "orthogonal"] = Field(
         "same", description="feedback distribution: same as the forward init, or another")
@@ -114,19 +124,20 @@ class RuleCfg(Section):
 
 
 class NormCfg(Section):
-    name: Literal["none", "batchnorm", "layernorm", "activity"] = "none"
+    name: Norm = "none"
 
 
 class OptimCfg(Section):
-    name: Literal["sgd", "adam", "adamw", "muon"] = "sgd"
+    name: Optimiser = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    schedule: Literal["constant", "cosine", "onecycle", "step"] = "constant"
+    schedule: Schedule = "constant"
     warmup: int = Field(0, ge=0, le=MAX_STEPS, description="linear warm-up, in steps")
-    step_every: int = Field(30, ge=1, le=MAX_STEPS, description="step schedule: epochs between decays")
+    step_every: int = Field(30, ge=1, le=MAX_STEPS,
+                            description="step schedule: epochs between decays")
     gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
     clip: float | None = Field(None, gt=0, description="clip the global grad norm to this")
     adamw_lr: float | None = Field(None, gt=0, description="muon: lr of the AdamW group (default lr)")

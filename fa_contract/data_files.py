@@ -19,7 +19,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from engine.config import DataCfg
+from fa_contract.config import DataCfg
 
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.config import CLASSES, INPUT_SHAPE, TRAIN_EXAMPLES, Config
+from fa_contract.config import CLASSES, INPUT_SHAPE, TRAIN_EXAMPLES, Config
 
 F32 = 4
 EVAL_BATCH = 1024          # engine/train.py's evaluation batch
@@ -132,22 +132,22 @@ def layers(cfg: Config) -> tuple[list[Layer], int, int]:
 def param_count(cfg: Config) -> int:
     """Trainable parameters of the model `cfg` builds (exact)."""
     ls, extra, _ = layers(cfg)
-    return sum(l.weight + l.bias for l in ls) + extra
+    return sum(ly.weight + ly.bias for ly in ls) + extra
 
 
 def estimate(cfg: Config) -> Estimate:
     """The memory one run of `cfg` needs on its device (see the module docstring)."""
     ls, _, attention = layers(cfg)
     params = param_count(cfg)
-    weights = sum(l.weight for l in ls)
+    weights = sum(ly.weight for ly in ls)
     opt = cfg.optim
     states = {"sgd": 1 if opt.momentum > 0 else 0, "adam": 2, "adamw": 2, "muon": 2}[opt.name]
     k = classes(cfg)
     rule = cfg.rule.name
     feedback = {"bp": 0, "fa": weights, "usf": weights, "frsf": weights, "brsf": 2 * weights,
-                "dfa": sum(k * l.fan_in for l in ls),
-                "ldfa": sum(2 * cfg.rule.rank * (k + l.fan_in) for l in ls)}[rule]
-    per_sample = sum(l.out for l in ls) * KEPT_PER_OUTPUT + attention
+                "dfa": sum(k * ly.fan_in for ly in ls),
+                "ldfa": sum(2 * cfg.rule.rank * (k + ly.fan_in) for ly in ls)}[rule]
+    per_sample = sum(ly.out for ly in ls) * KEPT_PER_OUTPUT + attention
     batch = cfg.train.batch_size
     activations = max(batch * per_sample * F32, min(EVAL_BATCH, _test_size(cfg)) * per_sample
                       * F32 // KEPT_PER_OUTPUT)
@@ -162,7 +162,7 @@ def estimate(cfg: Config) -> Estimate:
     if cfg.metrics.every != 0:          # an integer cadence or "auto"
         n = cfg.metrics.probe_size
         probe = (2 * n * per_sample * F32 + 2 * params * F32
-                 + sum(min(n, l.channels) ** 2 for l in ls) * F32 * 2)
+                 + sum(min(n, ly.channels) ** 2 for ly in ls) * F32 * 2)
     parts = {"parameters": params * F32, "gradients": params * F32,
              "optimiser state": states * params * F32, "feedback": feedback * F32,
              "activations": activations, "dataset": dataset, "probe": probe,
