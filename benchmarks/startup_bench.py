@@ -129,6 +129,8 @@ def launch_to_step(cfg: dict, repeats: int, root: Path) -> tuple[list[float], li
 
 def cli_exit(cfg: dict, repeats: int, root: Path) -> list[float]:
     import tomli_w
+
+    from fa_contract.rundir import list_runs
     path = root / "cli.toml"
     path.write_text(tomli_w.dumps(cfg))
     out = []
@@ -137,7 +139,8 @@ def cli_exit(cfg: dict, repeats: int, root: Path) -> list[float]:
         subprocess.run([sys.executable, "-m", "fa_tui", "run", str(path), "-d", str(runs)],
                        cwd=ROOT, capture_output=True, check=False)
         t_return = time.time()
-        (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+        (run_dir,) = list_runs(runs)        # the runs dir also holds the queue's .queue/
+        run_dir = run_dir.path
         last = json.loads(run_dir.joinpath("events.jsonl").read_text().splitlines()[-1])
         out.append(t_return - last["t"])
     return out
