@@ -200,3 +200,12 @@ def test_log_axis_ticks_are_decades_or_round_values():
     assert chart.y_ticks(wide, 3, log_y=True) == [-1.0, 0.0, 1.0]
     narrow = chart.Frame(0, 1, math.log10(0.9), math.log10(1.7), 10, 20)
     assert [round(10 ** v, 9) for v in chart.y_ticks(narrow, 2, log_y=True)] == [1.0, 1.5]
+
+
+def test_fmt_never_cuts_a_number_in_half():
+    """86,508 samples/s once read "8.651e" (the cut of 8.651e+04): every value fits in six
+    characters and reads back within the precision it shows."""
+    for v in (86508.0, 12345.6, 1500.0, 999.5, 99999.0, 100000.0, 0.5, 0.00012, -2500.0, 3.14159):
+        text = scale.fmt(v)
+        assert len(text) <= 6, text
+        assert abs(float(text) - v) <= max(abs(v) * 0.05, 0.5e-3), (v, text)

@@ -114,4 +114,6 @@ def fmt(v: float, suffix: str = "") -> str:
         return "0" + suffix
     if abs(v) >= 1e5 or abs(v) < 1e-3:
         return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-") + suffix
+    if abs(v) >= 1e3:        # .4g would switch to 8.651e+04 and the cut leave "8.651e"
+        return f"{v:.0f}" + suffix
     return f"{v:.4g}"[:6].rstrip(".") + suffix
