@@ -15,6 +15,7 @@ from textual.widget import Widget
 from fa_tui.core.chart import Series, render
 from fa_tui.core.heatmap import colour_bar, heatmap, value_range
 from fa_tui.core.scale import fit_range
+from fa_tui.core.panels import series_legend
 
 
 def _latest(row: Sequence[float | None]) -> str:
@@ -75,18 +76,10 @@ class RankHeatmap(Widget, can_focus=True):
         opts = dict(y_range=(y0, y1), x_label=self.x_label)
         left = [Text("rule", "bold")] + render(rule, half, height - 2, **opts)
         if not bp:
-            return left + [self._layer_legend(rule)]
+            return left + [series_legend(rule)]
         right = [Text("BP (same batch)", "bold")] + render(bp, width - half - 1, height - 2,
                                                            **opts)
-        return side_by_side(left, right, half) + [self._layer_legend(rule)]
-
-    @staticmethod
-    def _layer_legend(series: Sequence[Series]) -> Text:
-        text = Text()
-        for s in series:
-            text.append("─ ", s.colour)
-            text.append(s.label + "  ")
-        return text
+        return side_by_side(left, right, half) + [series_legend(rule)]
 
     def _render_heatmap(self, width: int) -> list[Text]:
         name_w = min(max(len(n) for n in self.layer_names), 10)
