@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pytest_textual_snapshot import SVGImageExtension
+from textual.widgets import DataTable
 
 from fa_tui.app import FaApp
 from tui_fixtures import NOW, write_fixture_runs, write_seed_runs
@@ -41,9 +42,21 @@ SWEEPS = [f"{rule}-sweep-seed={s}" for rule in ("fa", "bp") for s in range(3)]
 
 
 async def _loaded(pilot) -> None:
-    """Until the poller has delivered twice (the second time with Monitor's events)."""
+    """Until the poller has delivered twice (the second time with Monitor's events) and every
+    table has measured its columns. A DataTable measures on its next idle message, which a
+    loaded machine can delay past the screenshot (CI once drew the Runs table with the
+    widths of an empty one); Textual has no public flag for it, so read its own two."""
     start = pilot.app.polls
     while pilot.app.polls < start + 2:
+        await pilot.pause(0.05)
+    await _settled(pilot)
+
+
+async def _settled(pilot) -> None:
+    """Until every table on the screen has measured its rows and columns."""
+    await pilot.pause()
+    while any(t._require_update_dimensions or t._updated_cells
+              for t in pilot.app.screen.query(DataTable)):
         await pilot.pause(0.05)
 
 
@@ -55,6 +68,7 @@ def test_runs_80x24_filtered(app, snap_compare):
     async def before(pilot):
         await _loaded(pilot)
         await pilot.press("slash", *"mlp", "enter", "s", "s", "s", "s")   # sort by best val
+        await _settled(pilot)
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
 
 
@@ -72,6 +86,7 @@ def test_monitor_failed_run_80x24(app, snap_compare):
         app.monitor(["dfa-mlp"])
         await _loaded(pilot)
         await pilot.press("v", "g", "l")          # participation ratio, angle_grad, log loss
+        await _settled(pilot)
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
 
 
@@ -85,6 +100,7 @@ def test_compose_ldfa_with_an_error(app, snap_compare):
         screen.query_one("#field-optim-lr").value = "0.1, 0.01"
         await pilot.pause()
         screen.query_one("#field-rule-rank").query_one("Input").cursor_blink = False
+        await _settled(pilot)
     assert snap_compare(app, terminal_size=(100, 32), run_before=before)
 
 
@@ -97,6 +113,7 @@ def test_delete_confirmation(app, snap_compare):
     async def before(pilot):
         await _loaded(pilot)
         await pilot.press("down", "d")            # dfa-mlp, which has ended
+        await _settled(pilot)
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
 
 
@@ -107,6 +124,7 @@ def test_monitor_with_seed_bands(seed_app, snap_compare, size):
         seed_app.monitor(SWEEPS)
         await _loaded(pilot)
         await pilot.press("h", "left", "left", "left")      # rank lines, cursor on
+        await _settled(pilot)
     assert snap_compare(seed_app, terminal_size=size, run_before=before)
 
 
@@ -130,4 +148,5 @@ def test_compose_with_help(app, snap_compare, size):
         screen.query_one("#field-optim-muon_momentum").query_one("Input").focus()
         await pilot.pause()
         screen.query_one("#field-optim-muon_momentum").query_one("Input").cursor_blink = False
+        await _settled(pilot)
     assert snap_compare(app, terminal_size=size, run_before=before)
