@@ -43,9 +43,9 @@ SWEEPS = [f"{rule}-sweep-seed={s}" for rule in ("fa", "bp") for s in range(3)]
 
 async def _loaded(pilot) -> None:
     """Until the poller has delivered twice (the second time with Monitor's events) and every
-    table has measured its columns. A DataTable measures on its next idle message, which a
-    loaded machine can delay past the screenshot (CI once drew the Runs table with the
-    widths of an empty one); Textual has no public flag for it, so read its own two."""
+    table has measured its columns (a DataTable measures on its idle message, which a loaded
+    machine can delay past the screenshot; Textual has no public flag for it, so read its
+    own two). RunTable._on_idle is the other half: rows drawn before that measurement."""
     start = pilot.app.polls
     while pilot.app.polls < start + 2:
         await pilot.pause(0.05)

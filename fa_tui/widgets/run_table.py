@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from textual import events
 from textual.widgets import DataTable
 
 from fa_tui.core.runtable import COLUMNS, FROZEN_COLUMNS, RunRow, cells
@@ -22,6 +23,18 @@ class RunTable(DataTable):
     def on_mount(self) -> None:
         for key, label in COLUMNS:
             self.add_column(label, key=key)
+
+    async def _on_idle(self, event: events.Idle) -> None:
+        """DataTable measures new rows' columns on its idle message but keeps the row lines
+        it drew before then, keyed by its update count: on a loaded machine a frame drawn
+        between `add_row` and idle leaves every row cut to the header's widths until a cell
+        changes (CI caught it on fixed runs, which never change). A new count after the
+        measurement redraws the rows at their measured widths."""
+        pending = self._require_update_dimensions
+        await super()._on_idle(event)
+        if pending:
+            self._update_count += 1
+            self.refresh()
 
     @property
     def cursor_name(self) -> str | None:
