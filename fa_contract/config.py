@@ -94,6 +94,10 @@ class ModelCfg(Section):
     heads: int = Field(4, ge=1, le=MAX_UNITS, description="vit attention heads")
     mlp_ratio: float = Field(2.0, gt=0, le=64, description="vit MLP hidden = ratio * width")
     bias: bool = True
+    init: Literal["default", "kaiming"] = Field(
+        "default", description="weights: each model's own init (PyTorch's uniform for mlp and "
+                               "cnn: BP's error shrinks ~2.4x per ReLU layer) or He normal "
+                               "(kaiming: error scale kept with depth)")
 
 
 class RuleCfg(Section):
