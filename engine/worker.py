@@ -16,6 +16,9 @@ too (at step 0), not a kill.
 
 Exit status: 0 for done, stopped and diverged (the run did what was asked; divergence is a
 result), 1 for failed.
+
+`python -m engine.worker --serve` is the warm variant a sweep's scheduler uses: one process
+that imports once and forks a worker per run (engine/warm.py).
 """
 from __future__ import annotations
 
@@ -244,6 +247,9 @@ def _on_signals(signums: tuple[int, ...], handler: Callable[[], None]) -> Callab
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--serve"]:
+        from engine.warm import serve       # warm workers for a sweep (engine/warm.py)
+        return serve(main)
     parser = argparse.ArgumentParser(prog="python -m engine.worker", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="the run directory (holds config.toml)")

@@ -31,6 +31,7 @@ from fa_contract.rundir import (ACTIVE_STATES, CORRUPT, EVENTS, LOG, STATUS, Eve
                                 Status,
                                 safe_name)
 from fa_contract.status import worker_alive
+from fa_tui.warm import WarmProc, WarmStarter
 
 if TYPE_CHECKING:
     from fa_contract.config import Config
@@ -78,17 +79,26 @@ def create_run(runs_dir: Path, cfg: Config, name: str | None = None) -> RunDir:
         raise
 
 
-def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subprocess.Popen:
+def worker_env() -> dict[str, str]:
+    """A worker's environment: this one, with the project importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def spawn(run: RunDir, gpu: str | None = None, resume: bool = False,
+          warm: WarmStarter | None = None) -> subprocess.Popen | WarmProc:
     """Start the worker of `run` in its own session, output appended to worker.log.
 
     `gpu` is a GPU index or list ("1", "0,1") that becomes CUDA_VISIBLE_DEVICES; any other
     value (None, "auto", "cpu", "cuda:1") leaves the environment alone and the config's
-    run.device decides. The caller may wait() on the returned process or drop it."""
+    run.device decides. With `warm` (the scheduler's) the worker is forked from a process
+    that has already imported the engine (fa_tui/warm.py), else, or when that fails, it is
+    a fresh interpreter. The caller may poll() the returned process or drop it."""
     cmd = [sys.executable, "-m", "engine.worker", str(run.path.resolve())]
     if resume:
         cmd.append("--resume")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = worker_env()
     visible = gpu if gpu and GPU_LIST.match(gpu) else None
     if visible:
         env["CUDA_VISIBLE_DEVICES"] = visible
@@ -101,8 +111,13 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False) -> subproce
     with open(run.file(LOG), "ab") as log:
         log.write(header.encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc: subprocess.Popen | WarmProc | None = None
+        if warm is not None:
+            proc = warm.start(cmd[3:], {"CUDA_VISIBLE_DEVICES": visible} if visible else {},
+                              run.file(LOG))
+        if proc is None:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
     # the worker rewrites this within seconds; until then it shows the run as started, and
     # if the worker dies before that, the dead pid makes readers show it as failed. (On a
     # full disk the log header above already failed, so no worker was started; a disk that

@@ -19,31 +19,42 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from functools import partial
+from typing import Callable, Protocol
 
 from fa_contract.rundir import ACTIVE_STATES, CONFIG, RunDir
 from fa_tui.core.queue import Batch, QueueDir, least_loaded
 from fa_tui.core.queue import ensure_scheduler  # noqa: F401 -- where clients found it
+from fa_tui.warm import WarmStarter, enabled as warm_enabled
 
 POLL_S = 0.5
+
+
+class Process(Protocol):
+    """A started worker: a subprocess.Popen, or a fa_tui.warm.WarmProc."""
+    pid: int
+
+    def poll(self) -> int | None: ...
+
 #: how long a final status that cannot be written (disk full) is retried before giving up
 RETRY_WRITE_S = 3600.0
 
 
 class Scheduler:
-    """`spawn` starts one worker (default `fa_tui.launch.spawn`, the one way a worker starts;
-    tests pass a stand-in; a warm fork-server would plug in here)."""
+    """`spawn` starts one worker (default `fa_tui.launch.spawn`, the one way a worker starts,
+    with this scheduler's warm workers (fa_tui/warm.py) unless FA_TUI_WARM=0; tests pass a
+    stand-in)."""
 
     def __init__(self, runs_dir: Path, poll_s: float = POLL_S,
-                 spawn: Callable[..., subprocess.Popen] | None = None) -> None:
+                 spawn: Callable[..., Process] | None = None) -> None:
         self.queue = QueueDir(runs_dir)
         self.spawn = spawn
+        self.warm: WarmStarter | None = None
         self.poll_s = poll_s
-        self.procs: dict[str, subprocess.Popen] = {}      # run path -> the worker we started
+        self.procs: dict[str, Process] = {}               # run path -> the worker we started
         self.unwritten: dict[str, tuple[str, float]] = {}  # run path -> (reason, since)
         self.estimates: dict[str, int] = {}
         self.spawned: set[str] = set()      # every run this process started, written or not
@@ -93,6 +104,8 @@ class Scheduler:
                     continue
                 time.sleep(self.poll_s)
         finally:
+            if self.warm is not None:
+                self.warm.close()
             self.unlock()
 
     def step(self) -> bool:
@@ -117,8 +130,10 @@ class Scheduler:
 
     def _schedule(self, batch: Batch) -> bool:
         """Start runs of `batch` into its free slots; True when it is finished."""
-        from fa_tui.launch import spawn as default_spawn, worker_alive
-        spawn = self.spawn or default_spawn
+        from fa_tui.launch import spawn as default_spawn, worker_alive, worker_env
+        if self.spawn is None and self.warm is None and warm_enabled():
+            self.warm = WarmStarter(worker_env())
+        spawn = self.spawn or partial(default_spawn, warm=self.warm)
         started = self.queue.started(batch.id)
         running = [info.get("gpu") for path, info in started.items() if self._alive(path, info)]
         for path in batch.runs:

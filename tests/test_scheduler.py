@@ -70,7 +70,9 @@ def check_each_ran_once(runs_dir: Path, count: int) -> None:
 def test_sigkill_of_the_launching_cli_does_not_stop_the_sweep(tmp_path):
     """The issue's acceptance test: a sweep of 4 runs with --jobs 1; SIGKILL `fa-tui run`
     right after the first run starts; every run finishes with no command typed afterwards."""
-    (tmp_path / "sweep.toml").write_text(tiny("sweep", 4))
+    # 300 epochs (~1 s a run): a warm worker finishes a 1-epoch tiny run before the CLI dies
+    (tmp_path / "sweep.toml").write_text(tiny("sweep", 4).replace(
+        "batch_size = 16", "batch_size = 16\nepochs = 300"))
     runs_dir = tmp_path / "runs"
     cli = subprocess.Popen([sys.executable, "-m", "fa_tui", "run", "sweep.toml", "--jobs", "1",
                             "-d", str(runs_dir)], cwd=tmp_path, env=ENV,
