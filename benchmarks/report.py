@@ -95,9 +95,11 @@ EXPLAIN = """\
   torch` cost ~3 s of CPU instead of ~1.5 s. Install with `uv pip install --compile-bytecode`
   (or `python -m compileall` the site-packages once); the start-up table says which state it
   measured.
-- Not done: a warm worker (a fork server that imports torch once per queue and forks one child
-  per run) for sweeps of many short runs. The sweep-overhead row is an estimate from one run's
-  start and exit costs, not a timed 20-run sweep.
+- **Warm workers.** A sweep's scheduler starts one `python -m engine.worker --serve`, which
+  imports torch and the engine once and forks each run's worker from there (engine/warm.py,
+  fa_tui/warm.py): a run then starts in the time of its data load and model build. Safe
+  because the server only imports (no torch op, no CUDA); any failure of the server falls back
+  to cold starts, and `FA_TUI_WARM=0` turns it off. The sweep table times both.
 """
 
 
@@ -129,6 +131,7 @@ def main() -> None:
     engine = run("engine_bench.py", "--rounds", str(args.rounds))
     bio = run("biotorch_bench.py", "--rounds", str(args.rounds))
     start = run("startup_bench.py", "--repeats", str(args.repeats))
+    sweep = run("sweep_bench.py", "--rounds", "3")
     day = datetime.date.today().isoformat()
     body = [INTRO,
             f"## Engine, CPU ({day})\n\nMeasured by `benchmarks/engine_bench.py --rounds "
@@ -137,6 +140,10 @@ def main() -> None:
             "machine and session.\n\n" + bio.strip() + "\n",
             "## Start-up and exit\n\nMeasured by `benchmarks/startup_bench.py`, same machine "
             "and session.\n\n" + start.strip() + "\n",
+            "## A sweep of short runs\n\nMeasured by `benchmarks/sweep_bench.py --rounds 3`, "
+            "same machine and session: one-epoch MLP 784-256-256-10 fa runs (64 steps of "
+            "batch 128, synthetic data), timed from `fa-tui run` to its return.\n\n"
+            + sweep.strip() + "\n",
             EXPLAIN,
             *kept_sections(old)]
     args.out.write_text("\n".join(body), encoding="utf-8")

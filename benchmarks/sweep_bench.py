@@ -73,12 +73,12 @@ def main() -> None:
         cold.append(one_sweep(args.runs, args.jobs, warm=False))
         warm.append(one_sweep(args.runs, args.jobs, warm=True))
     c, w = statistics.median(cold), statistics.median(warm)
-    print(f"{args.runs} runs, --jobs {args.jobs}, {args.rounds} round(s), "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"cold  {c:7.1f} s  ({c / args.runs:.2f} s a run)")
-    print(f"warm  {w:7.1f} s  ({w / args.runs:.2f} s a run)")
-    print(f"warm / cold = {w / c:.2f}")
-
+    print(f"| {args.runs}-run sweep, `--jobs {args.jobs}`, median of {args.rounds} | wall s "
+          "| s a run |\n|---|---|---|")
+    print(f"| cold: a fresh interpreter per run (`FA_TUI_WARM=0`) | {c:.1f} | {c / args.runs:.2f} |")
+    print(f"| warm: forked from the scheduler's server | {w:.1f} | {w / args.runs:.2f} |")
+    print(f"\nwarm / cold = **{w / c:.2f}**; load average at the end "
+          f"{os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()
