@@ -278,15 +278,16 @@ class Trainer:
         step_s = (now - self._cal_t) / (self.CAL_TO - self.CAL_FROM)
         # the step-0 probe is paid from the same budget
         affordable = int(self.cfg.metrics.budget * self.total_steps * step_s / self._probe0_s) - 1
-        self.probe_every, self.probe_warm = auto_cadence(self.total_steps, affordable)
+        self.probe_every, self.probe_warm = auto_cadence(self.total_steps, affordable,
+                                                         self.steps_per_epoch)
 
     def _probe_due(self, step: int) -> bool:
         """Whether the probe runs after training step `step` (1-based count of steps done)."""
         every = self.probe_every
         if self.diag is None or every is None:
             return False
-        warm = {every >> k for k in range(1, self.probe_warm + 1)}
-        return step % every == 0 or step in warm
+        return step % every == 0 or step in warm_steps(every, self.probe_warm,
+                                                       self.steps_per_epoch)
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {m.layer_name: m.weight.detach().clone() for m in self.layers}
@@ -464,21 +465,31 @@ class Trainer:
                 "config": self.cfg.model_dump(mode="json"), "layers": layers}
 
 
-def auto_cadence(total_steps: int, affordable: int, warm: int = 3) -> tuple[int, int]:
+def auto_cadence(total_steps: int, affordable: int, epoch_steps: int | None = None,
+                 warm: int = 3) -> tuple[int, int]:
     """(every, warm-up probes) for `affordable` probes after step 0 over `total_steps`.
 
-    Probes land at every/2^m, …, every/4, every/2 (m = warm-up probes, at most `warm`; the
-    error signal changes fastest early, and this puts probes into the first epoch) and then at
-    every multiple of `every`; `every` is the smallest cadence whose plan has at most
-    `affordable` probes, so the budget holds over the run. With fewer than 2 affordable
-    probes the run gets one probe at its end."""
+    The warm-up probes (at most `warm`; see warm_steps) come first — the error signal changes
+    fastest early, and a researcher watches the first epoch — and then a probe at every
+    multiple of `every`, the smallest cadence whose plan has at most `affordable` probes, so
+    the budget holds over the run. With fewer than 2 affordable probes the run gets one probe
+    at its end."""
     if affordable < 2:
         return max(total_steps, 1), 0
     m = min(warm, affordable - 1)
     every = max(1, math.ceil(total_steps / (affordable - m + 1)))
     while m + total_steps // every > affordable:
         every += 1
-    return every, min(m, max(every.bit_length() - 1, 0))
+    base = epoch_steps if epoch_steps and epoch_steps < every else every // 2
+    return every, min(m, max(base.bit_length(), 0))
+
+
+def warm_steps(every: int, warm: int, epoch_steps: int | None = None) -> set[int]:
+    """The steps of the `warm` warm-up probes, all before the first multiple of `every`: when
+    an epoch is shorter than `every`, inside the first epoch (its end, half, quarter…), else
+    at every/2, every/4, … The two never coincide with a multiple of `every`."""
+    base = epoch_steps if epoch_steps and epoch_steps < every else every // 2
+    return {base >> k for k in range(warm) if base >> k >= 1}
 
 
 def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
