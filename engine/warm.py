@@ -35,6 +35,10 @@ def serve(worker_main: Callable[[list[str]], int]) -> int:
     main, passed in so this module does not import its caller)."""
     import engine.data  # noqa: F401 -- the point of this process: imported once, shared by
     import engine.train  # noqa: F401 -- every fork (imports only: see the module docstring)
+    import torch
+    if torch.cuda.is_initialized():    # forks could not use CUDA: let the scheduler go cold
+        print("engine.warm: CUDA initialised at import; not serving", file=sys.stderr)
+        return 1
 
     children: set[int] = set()
     buf = b""
