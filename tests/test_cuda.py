@@ -147,8 +147,9 @@ def test_cifar_files_live_on_the_gpu_and_are_augmented_there(tmp_path, monkeypat
 
 
 def test_a_worker_process_runs_on_the_gpu(tmp_path):
-    """`fa-tui run` with run.device = "cuda": a separate process, the run directory says which
-    GPU it used and the checkpoint loads back."""
+    """`fa-tui run` with run.device = "cuda": a separate process — forked by the scheduler's
+    warm server, the default (engine/warm.py), so CUDA must work in a fork of a process that
+    imported torch — the run directory says which GPU it used and the checkpoint loads back."""
     preset = tmp_path / "gpu.toml"
     preset.write_text('[run]\nname = "gpu"\ndevice = "cuda"\n'
                       '[data]\nshape = [3, 32, 32]\ntrain_size = 256\nval_size = 64\n'
