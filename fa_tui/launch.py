@@ -95,9 +95,8 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False,
     run.device decides. With `warm` (the scheduler's) the worker is forked from a process
     that has already imported the engine (fa_tui/warm.py), else, or when that fails, it is
     a fresh interpreter. The caller may poll() the returned process or drop it."""
-    cmd = [sys.executable, "-m", "engine.worker", str(run.path.resolve())]
-    if resume:
-        cmd.append("--resume")
+    args = [str(run.path.resolve())] + (["--resume"] if resume else [])
+    cmd = [sys.executable, "-m", "engine.worker", *args]
     env = worker_env()
     visible = gpu if gpu and GPU_LIST.match(gpu) else None
     if visible:
@@ -113,7 +112,7 @@ def spawn(run: RunDir, gpu: str | None = None, resume: bool = False,
         log.flush()
         proc: subprocess.Popen | WarmProc | None = None
         if warm is not None:
-            proc = warm.start(cmd[3:], {"CUDA_VISIBLE_DEVICES": visible} if visible else {},
+            proc = warm.start(args, {"CUDA_VISIBLE_DEVICES": visible} if visible else {},
                               run.file(LOG))
         if proc is None:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,

@@ -31,6 +31,8 @@ from fa_tui.core.queue import ensure_scheduler  # noqa: F401 -- where clients fo
 from fa_tui.warm import WarmStarter, enabled as warm_enabled
 
 POLL_S = 0.5
+#: how long a final status that cannot be written (disk full) is retried before giving up
+RETRY_WRITE_S = 3600.0
 
 
 class Process(Protocol):
@@ -38,9 +40,6 @@ class Process(Protocol):
     pid: int
 
     def poll(self) -> int | None: ...
-
-#: how long a final status that cannot be written (disk full) is retried before giving up
-RETRY_WRITE_S = 3600.0
 
 
 class Scheduler:

@@ -37,3 +37,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (two cores shared by several test runs; one
+    thread also fixes the CPU kernels). Modules opt in with `usefixtures("one_thread")`."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def seed_runs(tmp_path):
+    """The fixture runs plus two sweeps over three seeds (fa and bp), in tmp_path/runs."""
+    from tui_fixtures import write_fixture_runs, write_seed_runs
+    root = tmp_path / "runs"
+    write_fixture_runs(root)
+    write_seed_runs(root)
+    return root

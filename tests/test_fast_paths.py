@@ -27,12 +27,7 @@ from engine.train import Trainer
 from fa_tui.launch import ROOT, _wait_for_change
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(lr: float = 0.05, log_every: int = 3, epochs: int = 2) -> Config:

@@ -9,16 +9,8 @@ from pathlib import Path
 from fa_contract.rundir import SUMMARY
 from fa_tui.app import FaApp
 from fa_tui.widgets.run_table import RunTable
+from test_tui import until
 from tui_fixtures import NOW, _config, write_fixture_runs, write_run
-
-
-async def until(pilot, predicate, timeout: float = 30.0) -> None:
-    """Let the app run until `predicate()` holds (a guard against hanging, not a timing test)."""
-    waited = 0.0
-    while not predicate():
-        assert waited < timeout, "condition not reached"
-        await pilot.pause(0.05)
-        waited += 0.05
 
 
 def test_the_poller_survives_broken_runs_and_sees_the_repair(tmp_path: Path):
@@ -32,7 +24,7 @@ def test_the_poller_survives_broken_runs_and_sees_the_repair(tmp_path: Path):
         app = FaApp(runs, poll_s=0.1, clock=lambda: NOW)
         async with app.run_test(size=(100, 32)) as pilot:
             table = app.screen.query_one(RunTable)
-            await until(pilot, lambda: app.polls > 2 and table.row("bad") is not None)
+            await until(pilot, lambda: app.polls > 2 and table.row("bad") is not None, 30)
             assert table.row("bad").state == "corrupt"
             assert "heartbeat" in table.row("bad").reason
             assert table.row("bp-mlp").state == "done"
@@ -40,6 +32,7 @@ def test_the_poller_survives_broken_runs_and_sees_the_repair(tmp_path: Path):
             write_run(tmp_path / "fixed", "bad", _config("bad", "fa", {"name": "mlp"}), "done", 10)
             (bad / "status.json").write_bytes((tmp_path / "fixed/bad/status.json").read_bytes())
             polls = app.polls
-            await until(pilot, lambda: app.polls > polls + 2 and table.row("bad").state == "done")
+            await until(pilot, lambda: app.polls > polls + 2 and table.row("bad").state == "done",
+                        30)
 
     asyncio.run(drive())

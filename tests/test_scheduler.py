@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def tiny(name: str, seeds: int) -> str:
+def tiny(name: str, seeds: int, epochs: int = 1) -> str:
     return f"""\
 [run]
 name = "{name}"
@@ -34,6 +34,7 @@ width = 8
 depth = 1
 [train]
 batch_size = 16
+epochs = {epochs}
 [metrics]
 every = 0
 [sweep]
@@ -71,8 +72,7 @@ def test_sigkill_of_the_launching_cli_does_not_stop_the_sweep(tmp_path):
     """The issue's acceptance test: a sweep of 4 runs with --jobs 1; SIGKILL `fa-tui run`
     right after the first run starts; every run finishes with no command typed afterwards."""
     # 300 epochs (~1 s a run): a warm worker finishes a 1-epoch tiny run before the CLI dies
-    (tmp_path / "sweep.toml").write_text(tiny("sweep", 4).replace(
-        "batch_size = 16", "batch_size = 16\nepochs = 300"))
+    (tmp_path / "sweep.toml").write_text(tiny("sweep", 4, epochs=300))
     runs_dir = tmp_path / "runs"
     cli = subprocess.Popen([sys.executable, "-m", "fa_tui", "run", "sweep.toml", "--jobs", "1",
                             "-d", str(runs_dir)], cwd=tmp_path, env=ENV,
@@ -119,7 +119,8 @@ def test_quitting_the_tui_mid_sweep_does_not_stop_the_sweep(tmp_path):
     from fa_tui.launch import create_run
     from fa_tui.presets import load_preset
 
-    (tmp_path / "tui.toml").write_text(tiny("tui", 3))
+    # 300 epochs (~1 s a run): a warm worker ends a 1-epoch tiny run between two looks
+    (tmp_path / "tui.toml").write_text(tiny("tui", 3, epochs=300))
     runs_dir = tmp_path / "runs"
 
     async def drive() -> None:

@@ -19,21 +19,13 @@ from fa_tui.screens.export import ExportScreen
 from fa_tui.widgets.form_field import FormField
 from fa_tui.widgets.run_table import RunTable
 from test_tui import SIZE, sync, until
-from tui_fixtures import NOW, write_fixture_runs, write_seed_runs
+from tui_fixtures import NOW, write_fixture_runs
 
 runner = CliRunner()
 
 
 def _app(root: Path) -> FaApp:
     return FaApp(root, poll_s=0.1, clock=lambda: NOW)
-
-
-@pytest.fixture
-def seed_runs(tmp_path) -> Path:
-    root = tmp_path / "runs"
-    write_fixture_runs(root)
-    write_seed_runs(root)
-    return root
 
 
 # --- Compose -----------------------------------------------------------------------------------

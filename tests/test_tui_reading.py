@@ -18,7 +18,7 @@ from fa_tui.widgets.line_chart import LineChart
 from fa_tui.widgets.rank_heatmap import RankHeatmap
 from fa_tui.widgets.run_table import RunTable
 from test_tui import SIZE, sync, until
-from tui_fixtures import NOW, T0, _config, write_fixture_runs, write_run, write_seed_runs
+from tui_fixtures import NOW, T0, _config, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,14 +32,6 @@ def _text(widget) -> str:
     rendered = widget.render()
     lines = getattr(rendered, "renderables", [rendered])
     return "\n".join(getattr(line, "plain", str(line)) for line in lines)
-
-
-@pytest.fixture
-def seed_runs(tmp_path) -> Path:
-    root = tmp_path / "runs"
-    write_fixture_runs(root)
-    write_seed_runs(root)
-    return root
 
 
 async def _monitor(pilot, names) -> None:

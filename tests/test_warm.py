@@ -57,8 +57,7 @@ def _queued(tmp_path: Path, toml: str) -> list[RunDir]:
 
 def _long_run(tmp_path: Path) -> RunDir:
     """One queued run that trains long enough to be signalled."""
-    return _queued(tmp_path, tiny("long", 1).replace("batch_size = 16",
-                                                     "batch_size = 16\nepochs = 100000"))[0]
+    return _queued(tmp_path, tiny("long", 1, epochs=100_000))[0]
 
 
 def test_a_forked_worker_is_a_worker_stops_on_sigterm_and_is_killed_visibly(tmp_path):
