@@ -104,7 +104,7 @@ class WarmStarter:
     def _reply(self) -> dict:
         deadline = time.monotonic() + REPLY_S
         while self.proc is not None and time.monotonic() < deadline:
-            replies = self.drain(timeout=min(1.0, deadline - time.monotonic()))
+            replies = self.drain(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             if replies:
                 return replies[0]
         return {"error": "no reply from the warm worker server"}
