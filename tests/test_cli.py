@@ -219,7 +219,7 @@ def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
 
 
 def test_queue_records_a_worker_killed_by_sigkill_with_its_memory_estimate(tmp_path):
-    """SIGKILL the worker as soon as the scheduler started it (it is still importing torch),
+    """SIGKILL the worker as soon as the scheduler started it (a second before it could end),
     as the kernel's out-of-memory killer would: the run says so, with its estimate."""
     from fa_tui.core.queue import QueueDir
     from fa_tui.scheduler import Scheduler
