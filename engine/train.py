@@ -17,6 +17,7 @@ rules, models, optimiser and diagnostics it drives are already modules of their 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import socket
 import time
@@ -480,16 +481,17 @@ def auto_cadence(total_steps: int, affordable: int, epoch_steps: int | None = No
     every = max(1, math.ceil(total_steps / (affordable - m + 1)))
     while m + total_steps // every > affordable:
         every += 1
-    base = epoch_steps if epoch_steps and epoch_steps < every else every // 2
-    return every, min(m, max(base.bit_length(), 0))
+    return every, len(warm_steps(every, m, epoch_steps))
 
 
-def warm_steps(every: int, warm: int, epoch_steps: int | None = None) -> set[int]:
-    """The steps of the `warm` warm-up probes, all before the first multiple of `every`: when
-    an epoch is shorter than `every`, inside the first epoch (its end, half, quarter…), else
-    at every/2, every/4, … The two never coincide with a multiple of `every`."""
+@functools.lru_cache(maxsize=16)
+def warm_steps(every: int, warm: int, epoch_steps: int | None = None) -> frozenset[int]:
+    """The steps of up to `warm` warm-up probes, all before the first multiple of `every`:
+    when an epoch is shorter than `every`, inside the first epoch (its end, half, quarter…),
+    else at every/2, every/4, … The two never coincide with a multiple of `every`. (Cached:
+    the trainer asks at every step.)"""
     base = epoch_steps if epoch_steps and epoch_steps < every else every // 2
-    return {base >> k for k in range(warm) if base >> k >= 1}
+    return frozenset(base >> k for k in range(warm) if base >> k >= 1)
 
 
 def run(cfg: Config, should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
