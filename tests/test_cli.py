@@ -204,14 +204,19 @@ def test_stopping_a_queued_run_makes_the_queue_skip_it(tmp_path):
     assert result.exit_code == 0 and "not running (stopped)" in result.output
 
 
-def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
-    """A run created but never started (e.g. its queue file was lost) is resumable: the
-    queue starts it with --resume, and with no checkpoint the worker starts over."""
-    cfg = Config.model_validate(
+
+def small_config() -> Config:
+    """A run of a few steps on 16-dimensional synthetic data, diagnostics off."""
+    return Config.model_validate(
         {"run": {"device": "cpu"}, "data": {"shape": [16], "train_size": 128, "val_size": 32,
                                             "test_size": 32},
          "model": {"width": 8, "depth": 1}, "train": {"batch_size": 32},
          "metrics": {"every": 0}})
+
+def test_resuming_a_queued_run_starts_it_from_scratch(tmp_path):
+    """A run created but never started (e.g. its queue file was lost) is resumable: the
+    queue starts it with --resume, and with no checkpoint the worker starts over."""
+    cfg = small_config()
     run = create_run(tmp_path, cfg, "never-started")
     progress = _scheduled(tmp_path, [run], resume=True)
     assert [p.state for p in progress] == ["done"]
@@ -248,11 +253,7 @@ def test_following_a_resume_waits_for_the_queue(tmp_path):
     """A run to resume reads `stopped` until the scheduler starts its worker: following it
     must wait for that, not report it ended (found by the kill/stop/resume lifecycle test)."""
     from fa_tui.core.queue import QueueDir
-    cfg = Config.model_validate(
-        {"run": {"device": "cpu"}, "data": {"shape": [16], "train_size": 128, "val_size": 32,
-                                            "test_size": 32},
-         "model": {"width": 8, "depth": 1}, "train": {"batch_size": 32},
-         "metrics": {"every": 0}})
+    cfg = small_config()
     run = create_run(tmp_path, cfg, "to-resume")
     run.write_status(Status(state="stopped", reason="stopped"))
     QueueDir(tmp_path).add([run.path], resume=True)          # no scheduler yet
