@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from _bench import HEADER, Side, compare, cycle, machine, one_thread, peak_rss_gb, ratio
 from fa_contract.config import Config, MetricsCfg
+from engine import native
 from engine.data import Batches
 from engine.models import build_model
 from engine.train import Trainer
@@ -71,14 +72,17 @@ def cpu_config(model: dict, rule: str, shape: list[int], batch: int) -> Config:
                   train_size=TRAIN + 64, log_every=5 if heavy else 20)
 
 
-def engine_side(cfg: Config) -> Side:
+def engine_side(cfg: Config, python_backward: bool = False) -> Side:
     """The engine's own loop: Trainer.events(), advanced a whole number of train events. Should
     the run end (a divergence of a random-feedback rule over thousands of steps), a new run is
-    built inside the timed call, which only makes the engine look slower, and stderr says so."""
+    built inside the timed call, which only makes the engine look slower, and stderr says so.
+    `python_backward`: fa's layers use the Python backward even where the C++ ops are built."""
     state: dict = {}
 
     def fresh() -> None:
         state["tr"] = Trainer(cfg)
+        if python_backward:
+            state["tr"].rule.native_ops = None
         state["events"] = state["tr"].events()
 
     fresh()
@@ -159,7 +163,7 @@ def engine_vs_bare(rounds: int) -> None:
         cfg = {rule: cpu_config(model, rule, shape, batch) for rule in ("bp", "fa", "dfa")}
         sides = {"bare": bare_side(cfg["bp"]), "bare′": bare_side(cfg["bp"]),
                  "bp": engine_side(cfg["bp"]), "fa": engine_side(cfg["fa"]),
-                 "dfa": engine_side(cfg["dfa"])}
+                 "dfa": engine_side(cfg["dfa"]), "fa (Python)": engine_side(cfg["fa"], True)}
         heavy = model["name"] == "cnn"
         t = compare(sides, max(7, rounds - 4) if heavy else rounds)
         print(f"**{label}** ({rounds if not heavy else max(7, rounds - 4)} rounds)\n")
@@ -167,6 +171,7 @@ def engine_vs_bare(rounds: int) -> None:
         for row in (ratio(t, "bare′", "bare", "null control: bare′ / bare", "≈ 1"),
                     ratio(t, "bp", "bare", "engine bp / bare", "≤ 1.03"),
                     ratio(t, "fa", "bp", "engine fa / engine bp", "≤ 1.05"),
+                    ratio(t, "fa (Python)", "bp", "engine fa, Python backward / engine bp", ""),
                     ratio(t, "dfa", "bp", "engine dfa / engine bp", "")):
             print(row.row())
         print(flush=True)
@@ -179,11 +184,13 @@ def fa_by_shape(rounds: int) -> None:
     for width, depth in SHAPES:
         model = {"name": "mlp", "width": width, "depth": depth}
         bp, fa = (cpu_config(model, r, [1, 28, 28], 128) for r in ("bp", "fa"))
-        t = compare({"bp": engine_side(bp), "bp′": engine_side(bp), "fa": engine_side(fa)},
-                    rounds)
+        t = compare({"bp": engine_side(bp), "bp′": engine_side(bp), "fa": engine_side(fa),
+                     "fa (Python)": engine_side(fa, True)}, rounds)
         label = f"width {width}, depth {depth}"
         print(ratio(t, "bp′", "bp", f"{label}: null control bp′ / bp", "≈ 1").row())
-        print(ratio(t, "fa", "bp", f"{label}: fa / bp", "≤ 1.05").row(), flush=True)
+        print(ratio(t, "fa", "bp", f"{label}: fa / bp", "≤ 1.05").row())
+        print(ratio(t, "fa (Python)", "bp", f"{label}: fa, Python backward / bp", "").row(),
+              flush=True)
     print()
 
 
@@ -213,6 +220,9 @@ def main() -> None:
         return gpu_figures(max(3, args.rounds // 5))
     one_thread()
     print(f"Machine: {machine()}\n", flush=True)
+    ops = native.ops()
+    print(f"fa's backward: {'C++ (engine/native)' if ops is not None else 'Python (C++ ops not built)'}"
+          " in every engine fa row unless the row says Python.\n", flush=True)
     only = set(args.only or ("bare", "shape", "diag"))
     if "bare" in only:
         engine_vs_bare(args.rounds)

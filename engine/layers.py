@@ -10,16 +10,20 @@ feedback buffers). Their forward is the ordinary one; their backward computes
 Everything else in the model (skips, norms, pooling, activations, attention) stays native
 autograd, so it is backpropagated exactly. Under `bp` the training forward takes the native
 path outright, and so does the first layer under every rule that learns nothing in the backward
-(no error is sent to data); the custom function runs otherwise, and whenever diagnostics record
-a probe pass.
+(no error is sent to data). Rules with a fixed feedback tensor (fa, usf, frsf, brsf) train
+through the same backward written in C++ (engine/native) when it is built; the Python function
+below runs otherwise, for dfa and ldfa, under CUDA autocast, and whenever diagnostics record a
+probe pass.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from engine import native
 
 if TYPE_CHECKING:
     from engine.rules.base import Rule
@@ -97,13 +101,17 @@ class RuleLayer:
 
     def forward(self, x: Tensor) -> Tensor:
         rule = self.rule
-        if rule.recorder is None and not rule.exact and (
-                rule.exact_rule or not (x.requires_grad or rule.learns_in_backward)):
-            # bp; or a layer whose input needs no error (the first layer: its input is data)
-            # under a rule that learns nothing in the backward, where the rule's backward
-            # would compute just the true weight and bias gradients: native autograd does that
-            # without a Python backward.
-            return self.native(x, self.weight, self.bias)
+        if rule.recorder is None and not rule.exact:
+            if rule.exact_rule or not (x.requires_grad or rule.learns_in_backward):
+                # bp; or a layer whose input needs no error (the first layer: its input is
+                # data) under a rule that learns nothing in the backward, where the rule's
+                # backward would compute just the true weight and bias gradients: native
+                # autograd does that without a Python backward.
+                return self.native(x, self.weight, self.bias)
+            if rule.native_ops is not None and not (x.is_cuda and torch.is_autocast_enabled("cuda")):
+                # a fixed feedback tensor (fa, usf, frsf, brsf) and nothing else to do in the
+                # backward: the C++ op, same gradients without the Python (engine/native)
+                return self.feedback_op(rule.native_ops, x, rule.backward_weight(self, self.weight))
         if rule.recorder is not None:
             rule.recorder.input(self, x)
         return _RuleFn.apply(x, self.weight, self.bias, self)
@@ -112,6 +120,9 @@ class RuleLayer:
 class RuleLinear(RuleLayer, nn.Linear):
     def native(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
+
+    def feedback_op(self, ops: Any, x: Tensor, feedback: Tensor) -> Tensor:
+        return ops.feedback_linear(x, self.weight, self.bias, feedback)
 
     def rule_grads(self, x: Tensor, weight: Tensor, grad_out: Tensor, need_x: bool,
                    need_w: bool, need_b: bool) -> tuple[Tensor | None, ...]:
@@ -137,6 +148,10 @@ class RuleLinear(RuleLayer, nn.Linear):
 class RuleConv2d(RuleLayer, nn.Conv2d):
     def native(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def feedback_op(self, ops: Any, x: Tensor, feedback: Tensor) -> Tensor:
+        return ops.feedback_conv2d(x, self.weight, self.bias, feedback, self.stride,
+                                   self.padding, self.dilation, self.groups)
 
     def rule_grads(self, x: Tensor, weight: Tensor, grad_out: Tensor, need_x: bool,
                    need_w: bool, need_b: bool) -> tuple[Tensor | None, ...]:
@@ -200,4 +215,6 @@ def attach(model: nn.Module, rule: "Rule", example: Tensor) -> list[nn.Module]:
     rule.layers = order
     for m in order:
         rule.init_feedback(m)
+    if rule.has_feedback and not (rule.exact_rule or rule.learns_in_backward):
+        rule.native_ops = native.ops()
     return order

@@ -40,6 +40,8 @@ class Rule:
         self.exact = False
         #: set by diagnostics: receives each layer's input and output error.
         self.recorder: Any = None
+        #: torch.ops.fa_tui when the C++ backward serves this rule (set by attach)
+        self.native_ops: Any = None
         #: fixed feedback is drawn on the CPU from the rule seed and then moved, so a run's
         #: feedback matrices are the same on every device (a CPU and a GPU run of one config
         #: start from the same B); redraws during training use `generator(device)` instead.
