@@ -63,20 +63,25 @@ EXPLAIN = """\
   non-finite step are folded from those at each train event (every `train.log_every` steps, or
   256 at most) with one read-back (engine/train.py). It used to update four device accumulators
   with about 14 small ops per step.
-- **fa's backward.** Each weight layer's backward is one Python `autograd.Function` that
-  computes `δ B` and the true `δᵀh` (engine/layers.py). It used to enter an autocast context on
-  every backward (`torch.amp.custom_bwd`, even with autocast off) and make no-op dtype casts; the
-  Function now records the autocast state itself and skips both. The first layer, whose input is
-  data and needs no error, uses native autograd under every rule that learns nothing in the
-  backward (all but ldfa): its weight gradient is the true one either way.
+- **fa's backward.** Each weight layer's backward computes `δ B` and the true `δᵀh`. A Python
+  `autograd.Function` costs ~20 µs per layer per step however little it does (a minimal one
+  measured 1.07–1.09 × bp on 784-64-64-10 at batch 32), so rules with a fixed feedback tensor
+  (fa, usf, frsf, brsf) train through the same backward as a C++ autograd op
+  (engine/native/feedback_ops.cpp, built once per torch version by `python -m engine.native`):
+  the same ATen calls in the same order, bit-identical weights (tests/test_native.py). The
+  rows "fa, Python backward" time the Python `Function` (engine/layers.py), which the
+  diagnostics probes, dfa, ldfa and CUDA autocast still use and which trains where the ops
+  cannot be built. The first layer, whose input is data and needs no error, uses native
+  autograd under every rule that learns nothing in the backward (all but ldfa): its weight
+  gradient is the true one either way.
 - **Optimiser.** torch's fused SGD kernel (one pass over each tensor instead of three with
   momentum; the same update, rounded with fused multiply-adds), the lr written only when the
   schedule changes it, and no `torch._dynamo` import (see start-up).
 - **The floor.** fa does bp's arithmetic with B in place of W. Where matrix products set the
   pace (the 3072-800×3 MLP: ~30 ms of GEMMs per step), fa / bp is ~1 and no fa can be much
   cheaper than the engine's own bp; "engine bp / BioTorch fa" shows that floor beside
-  "engine fa / BioTorch fa". The remaining fa cost is the Python `Function` (about 10–15 µs per
-  layer per step), which shows only on tiny layers (784-64-64-10 at batch 32).
+  "engine fa / BioTorch fa". BioTorch's fa is itself as fast as a bare bp loop there, so its
+  ≤ 0.90 target cannot be met by any fa that does bp's arithmetic.
 - dfa beats BioTorch's dfa because BioTorch computes the full backprop error at every layer and
   then replaces it in a hook; the engine sends `e B_l` instead of computing `δ W`.
 
