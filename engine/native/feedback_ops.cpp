@@ -15,33 +15,53 @@ using torch::autograd::variable_list;
 
 namespace {
 
+// t in dtype dt, without a dispatcher call in the common case where it already is (the
+// Python backward's `_as`): the backward runs once per layer per step.
+at::Tensor as(const at::Tensor& t, at::ScalarType dt) {
+  return t.scalar_type() == dt ? t : t.to(dt);
+}
+
+// What both forwards save: the input, W (for its dtype and shape), the feedback tensor and
+// whether there is a bias (a C++ Function's needs_input_grad is true for an absent one).
+void save(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+          const c10::optional<at::Tensor>& b, const at::Tensor& fb) {
+  ctx->save_for_backward({x, w, fb});
+  ctx->saved_data["bias"] = b.has_value();
+}
+
+struct Saved {
+  at::Tensor x, w, fb;
+  bool need_b;
+};
+
+Saved saved(AutogradContext* ctx) {
+  auto v = ctx->get_saved_variables();
+  return {v[0], v[1], v[2], ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)};
+}
+
 struct FeedbackLinear : public torch::autograd::Function<FeedbackLinear> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const c10::optional<at::Tensor>& b, const at::Tensor& fb) {
-    ctx->save_for_backward({x, w, fb});
-    ctx->saved_data["bias"] = b.has_value();
+    save(ctx, x, w, b, fb);
     return at::linear(x, w, b);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const at::Tensor& w = saved[1];
-    const at::Tensor& fb = saved[2];
+    auto [x, w, fb, need_b] = saved(ctx);
     const at::Tensor& g = grads[0];
     const bool flat = g.dim() == 2;  // an MLP's (N, features); tokens are (N, T, D)
     at::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) {
-      at::Tensor f = fb.to(g.scalar_type());
+      at::Tensor f = as(fb, g.scalar_type());
       gx = flat ? g.mm(f) : at::matmul(g, f);
     }
     at::Tensor g2 = flat ? g : g.reshape({-1, g.size(-1)});
     if (ctx->needs_input_grad(1)) {
       at::Tensor h = flat ? x : x.reshape({-1, x.size(-1)});
-      gw = g2.t().mm(h.to(g.scalar_type())).to(w.scalar_type());
+      gw = as(g2.t().mm(as(h, g.scalar_type())), w.scalar_type());
     }
-    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) {
-      gb = g2.sum(0).to(w.scalar_type());
+    if (need_b) {
+      gb = as(g2.sum(0), w.scalar_type());
     }
     return {gx, gw, gb, at::Tensor()};
   }
@@ -52,8 +72,7 @@ struct FeedbackConv2d : public torch::autograd::Function<FeedbackConv2d> {
                             const c10::optional<at::Tensor>& b, const at::Tensor& fb,
                             at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, int64_t groups) {
-    ctx->save_for_backward({x, w, fb});
-    ctx->saved_data["bias"] = b.has_value();
+    save(ctx, x, w, b, fb);
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
@@ -62,23 +81,19 @@ struct FeedbackConv2d : public torch::autograd::Function<FeedbackConv2d> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const at::Tensor& w = saved[1];
-    const at::Tensor& fb = saved[2];
+    auto [x, w, fb, need_b] = saved(ctx);
     const at::Tensor& g = grads[0];
-    const bool need_b = ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2);
     const auto dt = g.scalar_type();
     // one fused call: grad_input uses fb; grad_weight needs only x and g (fb gives its shape)
     auto [gx, gw, gb] = at::convolution_backward(
-        g, x.to(dt), fb.to(dt),
+        g, as(x, dt), as(fb, dt),
         need_b ? at::OptionalIntArrayRef(at::IntArrayRef({w.size(0)})) : c10::nullopt,
         ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
         ctx->saved_data["dilation"].toIntVector(), false, {0, 0},
         ctx->saved_data["groups"].toInt(),
         {ctx->needs_input_grad(0), ctx->needs_input_grad(1), need_b});
-    return {gx, gw.defined() ? gw.to(w.scalar_type()) : gw,
-            gb.defined() ? gb.to(w.scalar_type()) : gb,
+    return {gx, gw.defined() ? as(gw, w.scalar_type()) : gw,
+            gb.defined() ? as(gb, w.scalar_type()) : gb,
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
