@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from engine.layers import RuleConv2d, RuleLayer, RuleLinear
 from engine.metrics import (STEP_NOISE_MAX, angle, conservation, conservation_drift,
-                            per_sample_angle, product_spectrum_stats, row_normalised,
+                            per_sample_angle, product_spectrum_stats, spectra,
                             spectrum_stats, step_noise)
 from engine.rules.base import Rule
 from engine.trajectory import Window
@@ -213,32 +213,22 @@ class Diagnostics:
 
         e = self._matrix(m, err)
         r["rows"] = e.shape[0]
-        r["erank_err"], r["pr_err"] = spectrum_stats(e)
-        if exact:
-            r["erank_err_bp"], r["pr_err_bp"] = r["erank_err"], r["pr_err"]
-        else:
-            r["erank_err_bp"], r["pr_err_bp"] = spectrum_stats(self._matrix(m, err_bp))
-        r["erank_err_rn"] = spectrum_stats(row_normalised(e))[0]
-        r["erank_err_rn_bp"] = r["erank_err_rn"] if exact else \
-            spectrum_stats(row_normalised(self._matrix(m, err_bp)))[0]
+        er, pr, er_rn = spectra(e)
+        er_bp, pr_bp, er_rn_bp = (er, pr, er_rn) if exact else spectra(self._matrix(m, err_bp))
         del e
+        r.update(erank_err=er, pr_err=pr, erank_err_bp=er_bp, pr_err_bp=pr_bp,
+                 erank_err_rn=er_rn, erank_err_rn_bp=er_rn_bp)
         sent = self._sent["rule"].pop(m, None)
         sent_bp = sent if exact else self._sent["bp"].pop(m, None)
         if sent is None or sent_bp is None:
             r["erank_sent"] = r["erank_sent_bp"] = None
             r["erank_sent_rn"] = r["erank_sent_rn_bp"] = None
         else:
-            s_rule = self._matrix(m, sent)
-            r["erank_sent"] = spectrum_stats(s_rule)[0]
-            r["erank_sent_rn"] = spectrum_stats(row_normalised(s_rule))[0]
-            if exact:
-                r["erank_sent_bp"], r["erank_sent_rn_bp"] = r["erank_sent"], r["erank_sent_rn"]
-            else:
-                s_bp = self._matrix(m, sent_bp)
-                r["erank_sent_bp"] = spectrum_stats(s_bp)[0]
-                r["erank_sent_rn_bp"] = spectrum_stats(row_normalised(s_bp))[0]
-                del s_bp
-            del s_rule
+            er, _, er_rn = spectra(self._matrix(m, sent))
+            er_bp, _, er_rn_bp = (er, None, er_rn) if exact else \
+                spectra(self._matrix(m, sent_bp))
+            r.update(erank_sent=er, erank_sent_rn=er_rn, erank_sent_bp=er_bp,
+                     erank_sent_rn_bp=er_rn_bp)
         if self.window is not None:
             self.window.add(m.layer_name,
                             None if sent is None else self._matrix(m, sent),

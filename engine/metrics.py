@@ -123,6 +123,32 @@ def participation_ratio(m: Tensor) -> float:
     return pr_from_sv(singular_values(m))
 
 
+def spectra(m: Tensor) -> tuple[float, float, float]:
+    """(erank, participation ratio, erank of row_normalised(m)) of a 2-D matrix.
+
+    With no more rows than columns (the per-sample layout: N × features) both spectra come
+    from one fp64 Gram matrix g = m mᵀ: row-normalising m is g ↦ D^-½ g D^-½ with D its
+    diagonal (the squared row norms), zero rows left out. That saves the larger GEMM of the
+    second spectrum, which on a conv layer's N × C·H·W error is most of its cost. Otherwise
+    (N·H·W × C) the two are taken separately."""
+    if m.dim() != 2:
+        raise ValueError(f"spectra needs a 2-D matrix, got shape {tuple(m.shape)}")
+    if not bool(torch.isfinite(m).all()):      # a diverged run: nothing to measure
+        return math.nan, math.nan, math.nan
+    if not 0 < m.shape[0] <= m.shape[1]:
+        s = singular_values(m)
+        return erank_from_sv(s), pr_from_sv(s), erank(row_normalised(m))
+    md = m.detach().double()
+    g = md @ md.t()
+    s = gram_singular_values(g)
+    sq = g.diagonal()
+    keep = sq > 0
+    inv = sq[keep].rsqrt()
+    g_rn = g[keep][:, keep] * inv[:, None] * inv[None, :]
+    s_rn = gram_singular_values(g_rn) if len(inv) else g_rn.new_zeros(0)
+    return erank_from_sv(s), pr_from_sv(s), erank_from_sv(s_rn)
+
+
 def row_normalised(m: Tensor) -> Tensor:
     """m with every row scaled to unit norm; zero rows (a silent sample) are left out, as
     they have no direction. erank of the result does not depend on how large each sample's

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fa_contract.config import Config
-from engine.metrics import erank, row_normalised, spectrum_stats, step_noise
+from engine.metrics import erank, row_normalised, spectra, spectrum_stats, step_noise
 from engine.train import Trainer
 from engine.trajectory import CountSketch, Window
 
@@ -65,6 +65,23 @@ def test_row_normalised_erank_of_identical_rows_is_one():
     q = torch.linalg.qr(torch.randn(50, 8))[0].t() * torch.logspace(0, 3, 8)[:, None]
     assert erank(row_normalised(q)) == pytest.approx(8.0, rel=1e-5)
     assert erank(q) < 4
+
+
+@pytest.mark.parametrize("shape", [(30, 50), (50, 50), (80, 12)])
+def test_spectra_from_one_gram_equal_the_two_spectra_taken_apart(shape):
+    """spectra() derives the row-normalised spectrum from the raw Gram matrix (rows ≤ cols)
+    or takes it apart (rows > cols); either way it equals erank/PR of m and erank of
+    row_normalised(m), zero rows included."""
+    m = torch.randn(*shape) * torch.logspace(-2, 2, shape[0])[:, None]
+    m[4] = 0
+    er, pr, er_rn = spectra(m)
+    assert (er, pr) == pytest.approx(spectrum_stats(m), rel=1e-6)
+    assert er_rn == pytest.approx(erank(row_normalised(m)), rel=1e-5)
+    same = torch.randn(1, shape[1]).repeat(shape[0], 1) * torch.rand(shape[0], 1)
+    assert spectra(same)[2] == pytest.approx(1.0, abs=1e-5)
+    assert spectra(torch.zeros(shape)) == (0.0, 0.0, 0.0)
+    m[2, 1] = math.nan
+    assert all(math.isnan(v) for v in spectra(m))
 
 
 def _decaying(rows: int, d: int, decay: float, seed: int) -> torch.Tensor:
