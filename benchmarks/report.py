@@ -5,8 +5,9 @@
 Runs engine_bench.py, biotorch_bench.py and startup_bench.py, each in its own process (so
 one's memory and imports cannot affect another's), and writes docs/benchmarks.md: their
 markdown, the machine they ran on, and, kept verbatim from the current file, the sections this
-script does not measure: the CUDA figures recorded on an earlier H100 run, and the workbench
-(TUI) section that benchmarks/tui_bench.py's owner maintains. A section is kept by its
+script does not measure: the CUDA figures recorded on an earlier H100 run, the workbench (TUI)
+sections that benchmarks/tui_bench.py regenerates, and the diagnostics cadence table of
+benchmarks/diag_share.py (real Fashion-MNIST, which this script does not assume). A section is kept by its
 heading, so edit those sections in place and they survive regeneration.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 #: headings of sections kept verbatim from the existing file
-KEPT = ("## Engine, CUDA", "## Workbench (TUI)")
+KEPT = ("## Engine, CUDA", "## Workbench (TUI)", "## Diagnostics cadence", "## Workbench start-up")
 
 INTRO = """\
 # Benchmarks
@@ -36,7 +37,8 @@ it goes):
 which runs `benchmarks/engine_bench.py` (engine vs a bare loop, fa / bp by shape,
 diagnostics), `benchmarks/biotorch_bench.py` (engine vs BioTorch) and
 `benchmarks/startup_bench.py` (start-up and exit) and rewrites this file. The sections
-"Engine, CUDA" and "Workbench (TUI)" are kept as they are. Figures are ratios measured side by
+"Engine, CUDA", "Workbench (TUI)", "Diagnostics cadence" and "Workbench start-up" are kept as
+they are (their own scripts, named in them, regenerate their figures). Figures are ratios measured side by
 side, never timed assertions in the tests.
 
 ## How to read the CPU tables
