@@ -94,10 +94,12 @@ class ModelCfg(Section):
     heads: int = Field(4, ge=1, le=MAX_UNITS, description="vit attention heads")
     mlp_ratio: float = Field(2.0, gt=0, le=64, description="vit MLP hidden = ratio * width")
     bias: bool = True
-    init: Literal["default", "kaiming"] = Field(
+    init: Literal["default", "kaiming", "kaiming_out"] = Field(
         "default", description="weights: each model's own init (PyTorch's uniform for mlp and "
-                               "cnn: BP's error shrinks ~2.4x per ReLU layer) or He normal "
-                               "(kaiming: error scale kept with depth)")
+                               "cnn: BP's error shrinks ~2.4x per ReLU layer) or He normal, "
+                               "fan_in (kaiming: activation and error scale kept with depth) "
+                               "or fan_out (kaiming_out: BP's error scale kept also where "
+                               "layers widen)")
 
 
 class RuleCfg(Section):
