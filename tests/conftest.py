@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-#: test modules that train models, start workers or build wheels (seconds to minutes each)
+#: test modules that train models, start workers, build wheels or compile (seconds to minutes)
 SLOW_MODULES = {"test_worker", "test_train", "test_fashion_mnist_run", "test_cuda",
                 "test_snapshots", "test_tui", "test_packaging", "test_cli", "test_optim",
-                "test_models", "test_rules", "test_diagnostics", "test_metrics"}
+                "test_models", "test_rules", "test_diagnostics", "test_metrics", "test_native"}
 
 
 def _threads_per_worker() -> int:

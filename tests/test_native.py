@@ -127,6 +127,20 @@ def _fresh_python(env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env={**os.environ, **env})
 
 
+def test_workers_starting_together_on_an_empty_cache_all_get_the_ops(tmp_path):
+    """Two processes build at once (a sweep's first workers on a fresh machine): each builds
+    in its own folder and renames the result into place, so both train with the ops, no
+    half-written library is ever loaded, and no build folder is left behind."""
+    env = {**os.environ, "FA_TUI_CACHE": str(tmp_path), "FA_TUI_NATIVE": "1"}
+    code = "from engine import native; import sys; sys.exit(native.ops() is None)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    [folder] = (tmp_path / "native").iterdir()
+    assert [f.name for f in folder.iterdir()] == [f"{native.NAME}.so"]
+
+
 def test_without_a_working_compiler_a_run_says_so_once_and_trains(tmp_path):
     out = _fresh_python({"FA_TUI_CACHE": str(tmp_path), "CXX": "false", "FA_TUI_NATIVE": "1"})
     assert out.returncode == 0, out.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import sysconfig
 from pathlib import Path
@@ -49,17 +50,27 @@ def library() -> Path:
     return build_dir() / f"{NAME}.so"
 
 
-def build(verbose: bool = False) -> Path:
-    """Compile the library (a no-op when it is there) and return its path."""
+def load(verbose: bool = False) -> Path:
+    """Load the library into this process, compiling it first when it is not built yet, and
+    return its path. The build runs in a folder of this process's own and its result is moved
+    into place with one rename, so processes starting together (a sweep's first workers)
+    never see half a library: each either loads a whole one or builds its own."""
     lib = library()
-    if not lib.exists():
-        # imports setuptools: only when building; its "no CUDA runtime" notice is irrelevant
-        # here (the ops call ATen, which dispatches to CUDA without nvcc)
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch.utils.cpp_extension import load
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"], build_directory=str(lib.parent),
-             is_python_module=False, verbose=verbose)
+    if lib.exists():
+        torch.ops.load_library(str(lib))
+        return lib
+    # imports setuptools: only when building; its "no CUDA runtime" notice is irrelevant here
+    # (the ops call ATen, which dispatches to CUDA without nvcc)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.cpp_extension import load as build_and_load
+    tmp = lib.parent / f".build-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        build_and_load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"],
+                       build_directory=str(tmp), is_python_module=False, verbose=verbose)
+        os.replace(tmp / f"{NAME}.so", lib)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return lib
 
 
@@ -70,8 +81,7 @@ def ops() -> Any | None:
         _state["ops"] = None
         if enabled():
             try:
-                lib = build()
-                torch.ops.load_library(str(lib))
+                load()
                 _state["ops"] = torch.ops.fa_tui
             except Exception as e:  # noqa: BLE001 -- any failure falls back to the Python path
                 print(f"fa-tui: the C++ fa ops are unavailable ({type(e).__name__}: "
@@ -85,8 +95,7 @@ def main() -> int:
     """python -m engine.native [-v]: build (if needed) and load the library, print its path;
     exit status 1 with the reason when it cannot be built."""
     try:
-        lib = build(verbose="-v" in sys.argv)
-        torch.ops.load_library(str(lib))
+        lib = load(verbose="-v" in sys.argv)
     except Exception as e:  # noqa: BLE001 -- a reason, not a traceback
         print(f"engine.native: could not build the C++ fa ops: {type(e).__name__}: {e}\n"
               "They need a C++ compiler (CXX, default c++) and ninja; fa-tui trains without "
