@@ -26,7 +26,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
-def test_wheel_carries_packages_stylesheet_and_presets(wheel):
+def test_wheel_carries_packages_stylesheet_presets_and_cpp_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for init in sorted(ROOT.glob("*/**/__init__.py")):
         rel = init.relative_to(ROOT).as_posix()
@@ -36,6 +36,7 @@ def test_wheel_carries_packages_stylesheet_and_presets(wheel):
     presets = sorted(p.name for p in (ROOT / "presets").glob("*.toml"))
     assert presets and all(f"fa_tui/shipped_presets/{p}" in names for p in presets)
     assert "engine/worker.py" in names
+    assert "engine/native/feedback_ops.cpp" in names     # the C++ fa ops build from it
 
 
 def test_installed_copy_finds_its_presets(wheel, tmp_path):
