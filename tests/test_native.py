@@ -26,9 +26,8 @@ from engine.rules import build_rule
 from fa_tui.launch import ROOT
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(None in (shutil.which(os.environ.get("CXX", "c++")),
-                                          shutil.which("ninja")),
-                                 reason="no C++ compiler or ninja to build engine/native")]
+              pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None,
+                                 reason="no C++ compiler to build engine/native")]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

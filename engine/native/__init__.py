@@ -6,11 +6,12 @@ ATen calls in the same order as the Python backward of engine/layers.py, so trai
 bit-identical gradients either way (tests/test_native.py); the Python backward stays for
 everything that needs Python in the backward (diagnostics probes, ldfa, dfa, CUDA autocast).
 
-The library is compiled with torch's own extension builder (a C++ compiler and ninja; ~20 s
-on two cores) into `$FA_TUI_CACHE/native/<key>` (default ~/.cache/fa-tui), the key naming the
-torch version, the Python ABI and a hash of the source, so a new torch or a changed source
-builds anew and a stale library is never loaded. It is built by `python -m engine.native`
-(README set-up, .ci/run), else by the first run that needs it. Any failure — no compiler, a
+The library is compiled with torch's own extension builder (the system's C++ compiler and
+the ninja package, a dependency; ~20 s on two cores) into `$FA_TUI_CACHE/native/<key>`
+(default ~/.cache/fa-tui), the key naming the torch version, the Python ABI and a hash of the
+source, so a new torch or a changed source builds anew and a stale library is never loaded.
+It is built by `python -m engine.native` (README set-up, .ci/run), else by the first run
+that needs it. Any failure — no compiler, a
 build error — is reported once on stderr and training goes on with the Python backward, as
 it does with FA_TUI_NATIVE=0.
 """
@@ -65,11 +66,15 @@ def load(verbose: bool = False) -> Path:
     from torch.utils.cpp_extension import load as build_and_load
     tmp = lib.parent / f".build-{os.getpid()}"
     tmp.mkdir(parents=True, exist_ok=True)
+    path = os.environ.get("PATH", "")
+    # the ninja of this environment (a dependency) when the system has none
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     try:
         build_and_load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"],
                        build_directory=str(tmp), is_python_module=False, verbose=verbose)
         os.replace(tmp / f"{NAME}.so", lib)
     finally:
+        os.environ["PATH"] = path
         shutil.rmtree(tmp, ignore_errors=True)
     return lib
 
@@ -98,7 +103,7 @@ def main() -> int:
         lib = load(verbose="-v" in sys.argv)
     except Exception as e:  # noqa: BLE001 -- a reason, not a traceback
         print(f"engine.native: could not build the C++ fa ops: {type(e).__name__}: {e}\n"
-              "They need a C++ compiler (CXX, default c++) and ninja; fa-tui trains without "
+              "They need a C++ compiler (CXX, default c++); fa-tui trains without "
               "them, with the Python backward.", file=sys.stderr)
         return 1
     print(lib)
