@@ -11,9 +11,8 @@ the ninja package, a dependency; ~20 s on two cores) into `$FA_TUI_CACHE/native/
 (default ~/.cache/fa-tui), the key naming the torch version, the Python ABI and a hash of the
 source, so a new torch or a changed source builds anew and a stale library is never loaded.
 It is built by `python -m engine.native` (README set-up, .ci/run), else by the first run
-that needs it. Any failure — no compiler, a
-build error — is reported once on stderr and training goes on with the Python backward, as
-it does with FA_TUI_NATIVE=0.
+that needs it. Any failure — no compiler, a build error — is reported once on stderr and
+training goes on with the Python backward, as it does with FA_TUI_NATIVE=0.
 """
 from __future__ import annotations
 
