@@ -220,9 +220,9 @@ def main() -> None:
         return gpu_figures(max(3, args.rounds // 5))
     one_thread()
     print(f"Machine: {machine()}\n", flush=True)
-    ops = native.ops()
-    print(f"fa's backward: {'C++ (engine/native)' if ops is not None else 'Python (C++ ops not built)'}"
-          " in every engine fa row unless the row says Python.\n", flush=True)
+    backward = "Python (C++ ops not built)" if native.ops() is None else "C++ (engine/native)"
+    print(f"fa's backward: {backward} in every engine fa row unless the row says Python.\n",
+          flush=True)
     only = set(args.only or ("bare", "shape", "diag"))
     if "bare" in only:
         engine_vs_bare(args.rounds)

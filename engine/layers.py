@@ -108,10 +108,11 @@ class RuleLayer:
                 # backward would compute just the true weight and bias gradients: native
                 # autograd does that without a Python backward.
                 return self.native(x, self.weight, self.bias)
-            if rule.native_ops is not None and not (x.is_cuda and torch.is_autocast_enabled("cuda")):
+            ops = rule.native_ops
+            if ops is not None and not (x.is_cuda and torch.is_autocast_enabled("cuda")):
                 # a fixed feedback tensor (fa, usf, frsf, brsf) and nothing else to do in the
                 # backward: the C++ op, same gradients without the Python (engine/native)
-                return self.feedback_op(rule.native_ops, x, rule.backward_weight(self, self.weight))
+                return self.feedback_op(ops, x, rule.backward_weight(self, self.weight))
         if rule.recorder is not None:
             rule.recorder.input(self, x)
         return _RuleFn.apply(x, self.weight, self.bias, self)

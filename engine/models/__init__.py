@@ -48,14 +48,14 @@ def he_init(net: nn.Module, activation: str, mode: str = "fan_in") -> None:
     Launay et al.'s normalisation matches BP. Where a layer widens (a CNN's 16 → 32
     channels) fan_in lets BP's error grow by sqrt(fan_out / fan_in) going down; fan_out (He
     et al.'s backward case, torchvision's conv init) keeps its scale there too, so DFA / BP
-    stays near 1/sqrt(n_L) at every layer (0.26-0.44 in tests/test_dfa_scale.py). The head gets the linear gain and
-    fan_in in both modes: it feeds the loss, not an activation."""
+    stays near 1/sqrt(n_L) at every layer (0.26-0.44 in tests/test_dfa_scale.py). The head
+    gets the linear gain and fan_in in both modes: it feeds the loss, not an activation."""
     gain_name = activation if activation in ("relu", "tanh", "sigmoid", "leaky_relu") else "linear"
     layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    for m in layers:       # the head (last) feeds the loss, not an activation: linear gain
-        nonlinearity = "linear" if m is layers[-1] else gain_name
-        nn.init.kaiming_normal_(m.weight, mode="fan_in" if m is layers[-1] else mode,
-                                nonlinearity=nonlinearity)
+    for m in layers:
+        head = m is layers[-1]
+        nn.init.kaiming_normal_(m.weight, mode="fan_in" if head else mode,
+                                nonlinearity="linear" if head else gain_name)
         m.init_dist = "normal"
         if m.bias is not None:
             nn.init.zeros_(m.bias)

@@ -37,17 +37,13 @@ def enabled() -> bool:
     return os.environ.get("FA_TUI_NATIVE", "1") != "0"
 
 
-def build_dir() -> Path:
+def library() -> Path:
     """Where the library of this torch, Python and source lives."""
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     abi = sysconfig.get_config_var("SOABI") or f"py{sys.version_info[0]}{sys.version_info[1]}"
     key = f"torch-{torch.__version__}-{abi}-{digest}".replace("+", "_")
     cache = os.environ.get("FA_TUI_CACHE") or Path.home() / ".cache" / "fa-tui"
-    return Path(cache) / "native" / key
-
-
-def library() -> Path:
-    return build_dir() / f"{NAME}.so"
+    return Path(cache) / "native" / key / f"{NAME}.so"
 
 
 def load(verbose: bool = False) -> Path:
