@@ -25,7 +25,11 @@ def _threads_per_worker() -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """An explicit OMP_NUM_THREADS wins; else each xdist worker gets its share of the cores."""
+    """An explicit OMP_NUM_THREADS wins; else each xdist worker gets its share of the cores.
+    Not in xdist's controller, which runs no tests: its environment is the workers', and a
+    value set there would read as explicit in every worker."""
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return
     n = os.environ.get("OMP_NUM_THREADS") or str(_threads_per_worker())
     os.environ["OMP_NUM_THREADS"] = n
     os.environ.setdefault("MKL_NUM_THREADS", n)

@@ -64,10 +64,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def lifecycle(runs_dir: Path) -> dict:
     """Kill one worker, stop another, resume both, run the reference; return what was seen."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # as the workers (OMP_NUM_THREADS=1): same kernels
+    torch.set_num_threads(1)            # as the workers: same kernels, same bits
     try:
         with pytest.MonkeyPatch.context() as mp:
+            # both: torch takes its thread count from MKL_NUM_THREADS when that is set
             mp.setenv("OMP_NUM_THREADS", "1")
+            mp.setenv("MKL_NUM_THREADS", "1")
             return _lifecycle(runs_dir)
     finally:
         torch.set_num_threads(threads)
