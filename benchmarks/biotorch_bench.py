@@ -35,7 +35,7 @@ from fa_contract.config import Config, MetricsCfg
 from engine.data import Batches
 from engine.models import build_model
 from engine.train import Trainer
-from engine_bench import MODELS, cpu_config, engine_side
+from engine_bench import MODELS, contiguous, cpu_config, engine_side
 
 VERSION = "0.0.16"
 
@@ -109,12 +109,17 @@ def main() -> None:
                      "bio fa": biotorch_side(cfg["fa"], "fa"),
                      "bio fa′": biotorch_side(cfg["fa"], "fa"),
                      "bio dfa": biotorch_side(cfg["dfa"], "dfa")}
-            rounds = max(7, args.rounds - 4) if model["name"] == "cnn" else args.rounds
+            conv = model["name"] == "cnn"
+            if conv:      # the engine trains convnets channels_last; BioTorch as it is built
+                sides["fa (contiguous)"] = engine_side(contiguous(cfg["fa"]))
+            rounds = max(7, args.rounds - 4) if conv else args.rounds
             t = compare(sides, rounds)
             print(f"**{label}** ({rounds} rounds)\n")
             print(HEADER)
             for row in (ratio(t, "bio fa′", "bio fa", "null control: BioTorch fa′ / fa", "≈ 1"),
                         ratio(t, "fa", "bio fa", "engine fa / BioTorch fa", "≤ 0.90"),
+                        *([ratio(t, "fa (contiguous)", "bio fa", "engine fa, channels_last "
+                                 "off / BioTorch fa", "")] if conv else []),
                         ratio(t, "dfa", "bio dfa", "engine dfa / BioTorch dfa", "≤ 0.90"),
                         ratio(t, "bp", "bio fa", "engine **bp** / BioTorch fa (a floor for "
                               "any fa)", "")):

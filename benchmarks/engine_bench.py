@@ -72,6 +72,12 @@ def cpu_config(model: dict, rule: str, shape: list[int], batch: int) -> Config:
                   train_size=TRAIN + 64, log_every=5 if heavy else 20)
 
 
+def contiguous(cfg: Config) -> Config:
+    """cfg with train.channels_last = "off": the memory format of the bare loop."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"channels_last": "off"})})
+
+
 def engine_side(cfg: Config, python_backward: bool = False) -> Side:
     """The engine's own loop: Trainer.events(), advanced a whole number of train events. Should
     the run end (a divergence of a random-feedback rule over thousands of steps), a new run is
@@ -165,11 +171,15 @@ def engine_vs_bare(rounds: int) -> None:
                  "bp": engine_side(cfg["bp"]), "fa": engine_side(cfg["fa"]),
                  "dfa": engine_side(cfg["dfa"]), "fa (Python)": engine_side(cfg["fa"], True)}
         heavy = model["name"] == "cnn"
+        if heavy:     # the engine trains convnets channels_last: what that alone is worth
+            sides["bp (contiguous)"] = engine_side(contiguous(cfg["bp"]))
         t = compare(sides, max(7, rounds - 4) if heavy else rounds)
         print(f"**{label}** ({rounds if not heavy else max(7, rounds - 4)} rounds)\n")
         print(HEADER)
+        layout = [ratio(t, "bp (contiguous)", "bare", "engine bp, channels_last off / bare",
+                        "")] if heavy else []
         for row in (ratio(t, "bare′", "bare", "null control: bare′ / bare", "≈ 1"),
-                    ratio(t, "bp", "bare", "engine bp / bare", "≤ 1.03"),
+                    ratio(t, "bp", "bare", "engine bp / bare", "≤ 1.03"), *layout,
                     ratio(t, "fa", "bp", "engine fa / engine bp", "≤ 1.05"),
                     ratio(t, "fa (Python)", "bp", "engine fa, Python backward / engine bp", ""),
                     ratio(t, "dfa", "bp", "engine dfa / engine bp", "")):

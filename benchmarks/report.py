@@ -79,6 +79,11 @@ EXPLAIN = """\
 - **Optimiser.** torch's fused SGD kernel (one pass over each tensor instead of three with
   momentum; the same update, rounded with fused multiply-adds), the lr written only when the
   schedule changes it, and no `torch._dynamo` import (see start-up).
+- **Memory format.** Conv models train channels_last on the CPU as on CUDA
+  (`train.channels_last = "auto"`): oneDNN's convolutions are faster in that layout, 7-31 % less
+  CPU time a step for the engine's CNNs and ResNet-18, bp and fa alike, with or without
+  batchnorm. The bare loop and BioTorch keep PyTorch's default layout, as a researcher's own
+  loop would; the CNN rows "channels_last off" show the engine without it.
 - **The floor.** fa does bp's arithmetic with B in place of W. Where matrix products set the
   pace (the 3072-800×3 MLP: ~30 ms of GEMMs per step), fa / bp is ~1 and no fa can be much
   cheaper than the engine's own bp; "engine bp / BioTorch fa" shows that floor beside

@@ -161,7 +161,9 @@ class TrainCfg(Section):
     log_every: int = Field(20, ge=1, le=MAX_STEPS, description="steps between train-loss events")
     eval_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="steps between val evals (default: each epoch)")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA")
-    channels_last: Literal["auto", "off", "on"] = "auto"
+    channels_last: Literal["auto", "off", "on"] = Field(
+        "auto", description="channels-last memory format (auto = on for cnn and resnet18 on "
+                            "CUDA and the CPU)")
     cuda_graph: Literal["auto", "off", "on"] = Field(
         "auto", description="replay the model's forward+backward as CUDA graphs (auto = on CUDA)")
     diverge_loss: float = Field(1e4, gt=0, description="a loss above this counts as diverged")

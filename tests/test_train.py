@@ -258,6 +258,32 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(rule, stop_at)
     assert second.summary()["best_val_acc"] == whole.summary()["best_val_acc"]
 
 
+# --- memory format ----------------------------------------------------------------------------
+@pytest.mark.parametrize("model, norm", [("mlp", "none"), ("cnn", "batchnorm"),
+                                         ("resnet18", "none")])
+def test_auto_channels_last_on_the_cpu_is_for_conv_models_and_trains_the_same(model, norm):
+    """`train.channels_last = "auto"` turns it on for the conv models on the CPU too (it is
+    faster there; docs/benchmarks.md). It reorders the convolutions' sums, nothing else: the
+    weights after three steps of fa agree with a contiguous run to fp32 round-off, not bit
+    for bit. (resnet18 without batchnorm: with it, a bias that starts at zero is a sum over
+    16 samples that nearly cancels, so its round-off is 0.5 % of it after one step under bp
+    as well, and it grows from there.)"""
+    sections = {"model": MODELS[model], "rule": RULES["fa"], "norm": {"name": norm}}
+    auto, auto_events = train(tiny(**sections, train={"max_steps": 3}))
+    conv = model != "mlp"
+    assert auto_events[0]["channels_last"] is conv
+    convs = [m.weight for m in auto.layers if m.weight.dim() == 4]
+    assert bool(convs) is conv
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    off, off_events = train(tiny(**sections, train={"max_steps": 3, "channels_last": "off"}))
+    assert off_events[0]["channels_last"] is False
+    assert all(m.weight.is_contiguous() for m in off.layers)
+    a, b = weights(auto), weights(off)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 # --- ends other than done ----------------------------------------------------------------------
 def test_a_huge_learning_rate_ends_as_diverged():
     trainer, events = train(tiny(optim={"name": "sgd", "lr": 1e6}, train={"log_every": 1}))
