@@ -185,15 +185,25 @@ class Diagnostics:
     def _matrix(self, layer: nn.Module, t: Tensor) -> Tensor:
         """A per-sample tensor (N, …) as the 2-D matrix whose spectrum is taken: one row per
         sample, or with the 'pixel' layout one row per position (conv N·H·W × C, token
-        N·T × D) so that the columns are the layer's channels."""
+        N·T × D) so that the columns are the layer's channels. Columns in storage order
+        (`_stored`): a spectrum does not depend on their order."""
         t = t.float()
         if t.dim() == 2:
             return t
         if not self.pixel:
-            return t.reshape(t.shape[0], -1)
+            return _stored(t).reshape(t.shape[0], -1)
         if isinstance(layer, RuleConv2d):
             t = t.movedim(1, -1)
         return t.reshape(-1, t.shape[-1])
+
+    def _window_rows(self, layer: nn.Module, t: Tensor | None) -> Tensor | None:
+        """The rows of a sent error the trajectory window keeps (its first window_rows), with
+        the columns in logical order whatever the memory format: the stacks mix probes, which
+        must agree on it (a run resumed with another format, say). Per sample, the (N, …)
+        tensor goes as it is: the window flattens the rows it keeps, copying only those."""
+        if t is None or not self.pixel:
+            return t
+        return self._matrix(layer, t)
 
     @staticmethod
     def _grad_stats(m: nn.Module, err: Tensor, grad: Tensor, x: Tensor) -> tuple[float, float]:
@@ -230,9 +240,8 @@ class Diagnostics:
             r.update(erank_sent=er, erank_sent_rn=er_rn, erank_sent_bp=er_bp,
                      erank_sent_rn_bp=er_rn_bp)
         if self.window is not None:
-            self.window.add(m.layer_name,
-                            None if sent is None else self._matrix(m, sent),
-                            None if sent_bp is None else self._matrix(m, sent_bp), grad, grad_bp)
+            self.window.add(m.layer_name, self._window_rows(m, sent),
+                            self._window_rows(m, sent_bp), grad, grad_bp)
             r.update(self.window.stats(m.layer_name))
         r["erank_disp"] = spectrum_stats(_flat(m.weight) - _flat(self._w0[m]))[0]
         x = self._inputs.pop(m)
@@ -248,8 +257,10 @@ class Diagnostics:
         r["erank_step"], r["pr_step"] = (None, None) if step is None \
             else spectrum_stats(_flat(step))
 
-        r["angle_delta"] = angle(err, err_bp)
-        r["angle_delta_sample"] = per_sample_angle(err, err_bp)
+        # one column order for both sides of a comparison: err's storage order
+        err_s, err_bp_s = _stored(err), _stored(err_bp, like=err)
+        r["angle_delta"] = angle(err_s, err_bp_s)
+        r["angle_delta_sample"] = per_sample_angle(err_s, err_bp_s)
         r["angle_grad"] = angle(g, g_bp)
         r["angle_step"] = None if step is None else angle(-step, g_bp)
 
@@ -268,6 +279,18 @@ class Diagnostics:
         r["cons_drift"] = None if nxt is None else conservation_drift(
             self._conservation(m, nxt), self._c0[m])
         return {k: v if isinstance(v, int) else _num(v) for k, v in r.items()}
+
+
+def _stored(t: Tensor, like: Tensor | None = None) -> Tensor:
+    """t (N, C, H, W) with its dims in the order `like` (default: t) is stored in: a
+    channels_last tensor as the view (N, H, W, C), which flattens without the copy that NCHW
+    order costs it (a 256 × 16·28·28 error: ~10 % of a CNN probe). Spectra and angles do not
+    depend on the columns' order, only on both sides of a comparison sharing it."""
+    ref = t if like is None else like
+    if ref.dim() == 4 and not ref.is_contiguous() and \
+            ref.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1)
+    return t
 
 
 def _flat(w: Tensor) -> Tensor:

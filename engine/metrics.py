@@ -133,15 +133,21 @@ def spectra(m: Tensor) -> tuple[float, float, float]:
     (N·H·W × C) the two are taken separately."""
     if m.dim() != 2:
         raise ValueError(f"spectra needs a 2-D matrix, got shape {tuple(m.shape)}")
-    if not bool(torch.isfinite(m).all()):      # a diverged run: nothing to measure
-        return math.nan, math.nan, math.nan
+    # A NaN or inf in m (a diverged run): nothing to measure. Told from the Gram matrix's
+    # diagonal, the squared norms of m's rows (or columns), which is finite exactly when m is
+    # (fp32 entries cannot overflow fp64 squares), so m itself needs no extra pass.
+    nan = (math.nan, math.nan, math.nan)
     if not 0 < m.shape[0] <= m.shape[1]:
-        s = singular_values(m)
+        s = singular_values(m)     # NaNs when m is not finite (gram_singular_values)
+        if not bool(torch.isfinite(s).all()):
+            return nan
         return erank_from_sv(s), pr_from_sv(s), erank(row_normalised(m))
     md = m.detach().double()
     g = md @ md.t()
-    s = gram_singular_values(g)
     sq = g.diagonal()
+    if not bool(torch.isfinite(sq).all()):
+        return nan
+    s = gram_singular_values(g)
     keep = sq > 0
     inv = sq[keep].rsqrt()
     g_rn = g[keep][:, keep] * inv[:, None] * inv[None, :]

@@ -1,5 +1,6 @@
 """engine/diagnostics.py: the probe measures what science.md §3 says, on real tiny models, and
 never perturbs training."""
+import copy
 import math
 
 import pytest
@@ -165,6 +166,45 @@ def test_conv_rows_follow_the_layout(layout):
     assert head["rows"] == N
     for r in layers.values():
         assert 1.0 <= r["erank_err"] <= min(r["rows"], 6 * 6 * 4) + 1e-4
+
+
+@pytest.mark.parametrize("layout", ["sample", "pixel"])
+def test_channels_last_measures_what_contiguous_measures(layout):
+    """A channels_last model's errors are flattened in storage order (no copy): every metric,
+    the angles and the trajectory window's included, equals the contiguous model's to fp32
+    round-off, over probes taken between SGD steps. The window stacks rows in logical order,
+    so the two runs' windows hold the same numbers."""
+    x, y = torch.randn(N, 3, 6, 6), torch.randint(0, 5, (N,))
+    base = _cnn(batchnorm=True)
+    runs = {}
+    for fmt in ("contiguous", "channels_last"):
+        model = copy.deepcopy(base)
+        rule = build_rule(RuleCfg(name="fa"), seed=0)
+        attach(model, rule, x[:2])
+        xi = x
+        if fmt == "channels_last":
+            model.to(memory_format=torch.channels_last)
+            xi = x.contiguous(memory_format=torch.channels_last)
+            assert not rule.layers[0].weight.is_contiguous()
+        diag = Diagnostics(model, rule, xi, y, F.cross_entropy, conv_layout=layout, window=3)
+        out = []
+        for _ in range(3):
+            _sgd_step(model, xi, y, lr=0.05)
+            out.append(diag.measure()["layers"])
+        runs[fmt] = (out, diag.window.state_dict())
+    (a, wa), (b, wb) = runs["contiguous"], runs["channels_last"]
+    assert a[-1]["0"]["erank_sent_traj"] is None and a[-1]["4"]["erank_sent_traj"] is not None
+    for la, lb in zip(a, b):
+        for name in la:
+            for k, v in la[name].items():
+                if v is None:
+                    assert lb[name][k] is None, (name, k)
+                else:
+                    assert lb[name][k] == pytest.approx(v, rel=2e-4, abs=2e-3), (name, k)
+    for name in wa:
+        for signal, blocks in wa[name].items():
+            for u, v in zip(blocks, wb[name][signal]):
+                torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
 
 
 def test_token_linear_pixel_layout_has_one_row_per_token():

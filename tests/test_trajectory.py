@@ -80,8 +80,11 @@ def test_spectra_from_one_gram_equal_the_two_spectra_taken_apart(shape):
     same = torch.randn(1, shape[1]).repeat(shape[0], 1) * torch.rand(shape[0], 1)
     assert spectra(same)[2] == pytest.approx(1.0, abs=1e-5)
     assert spectra(torch.zeros(shape)) == (0.0, 0.0, 0.0)
-    m[2, 1] = math.nan
-    assert all(math.isnan(v) for v in spectra(m))
+    for bad in (math.nan, math.inf, -math.inf):      # one entry, then a whole row
+        for where in ((2, 1), 2):
+            m_bad = m.clone()
+            m_bad[where] = bad
+            assert all(math.isnan(v) for v in spectra(m_bad)), (bad, where)
 
 
 def _decaying(rows: int, d: int, decay: float, seed: int) -> torch.Tensor:
