@@ -232,13 +232,21 @@ RESUME = {"optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "cos
           "model": {"dropout": 0.1}, "metrics": {"every": 3}}
 
 
-@pytest.mark.parametrize("rule, stop_at", [("fa", 7), ("brsf", 7), ("ldfa-oja", 7), ("fa", 0)])
-def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(rule, stop_at):
+#: a channels_last CNN with batchnorm and Muon: the optimiser's state and the running
+#: statistics come back in the layout they were saved from
+CNN_MUON = {"model": MODELS["cnn"], "norm": {"name": "batchnorm"},
+            "optim": {"name": "muon", "lr": 0.02}, "metrics": {"every": 3}}
+
+
+@pytest.mark.parametrize("rule, stop_at, sections", [
+    ("fa", 7, RESUME), ("brsf", 7, RESUME), ("ldfa-oja", 7, RESUME), ("fa", 0, RESUME),
+    ("fa", 7, CNN_MUON)])
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(rule, stop_at, sections):
     """Stopped after 7 of 10 steps (mid-epoch 2, mid-window of the 2-step train events), or
     before the first step, the state goes through torch.save/torch.load like a checkpoint into
     a fresh Trainer. The two attempts' events, less their start and end, are the
     uninterrupted run's: nothing recomputed differs, nothing is doubled (the step-0 probe)."""
-    cfg = tiny(rule=RULES[rule], **RESUME)
+    cfg = tiny(rule=RULES[rule], **sections)
     whole, whole_events = train(cfg)
 
     first = Trainer(cfg)
