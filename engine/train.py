@@ -138,6 +138,8 @@ class Trainer:
         self.test: dict | None = None
         self.last_diag: dict | None = None
         self.wall_s = 0.0
+        #: seconds of diagnostics probes, summed over attempts (part of wall_s)
+        self.diag_s = 0.0
         self._last_eval_step = -1
         #: steps between probes: metrics.every, or for "auto" set once by _calibrate
         self.probe_every: int | None = None if cfg.metrics.every == "auto" else cfg.metrics.every
@@ -253,6 +255,7 @@ class Trainer:
             out = self.diag.measure(applied)
         dt = time.perf_counter() - t
         self._window_diag_s += dt
+        self.diag_s += dt
         self.last_diag = out
         if self.step == 0:
             self._probe0_s = dt
@@ -431,7 +434,7 @@ class Trainer:
                          "batch_in_epoch": self.batch_in_epoch,
                          "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
                          "final_train_loss": self.final_train_loss, "wall_s": self.wall_s,
-                         "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
+                         "diag_s": self.diag_s, "last_diag": self.last_diag, "_last_eval_step": self._last_eval_step,
                          "probe_every": self.probe_every, "probe_warm": self.probe_warm,
                          "_probe0_s": self._probe0_s},
             "window": {"loss_sum": torch.tensor(self._loss_sum, dtype=torch.float64),
@@ -466,7 +469,7 @@ class Trainer:
                 "best_val_acc": self.best_val_acc, "final_val_acc": self.final_val_acc,
                 "final_train_loss": self.final_train_loss, "steps": self.step,
                 "epochs": self.epoch, "device": str(self.device), "wall_s": self.wall_s,
-                "config": self.cfg.model_dump(mode="json"), "layers": layers}
+                "diag_s": self.diag_s, "config": self.cfg.model_dump(mode="json"), "layers": layers}
 
 
 def auto_cadence(total_steps: int, affordable: int, epoch_steps: int | None = None,

@@ -22,6 +22,8 @@ class Summary:
     final_train_loss: float | None = doc("last train-window loss", None)
     wall_s: float | None = doc("training time, summed over resumed attempts; for a failed "
                                "run, up to the failure", None)
+    diag_s: float | None = doc("the part of `wall_s` the diagnostics probes took, summed over "
+                               "resumed attempts (`metrics.budget` is its target share)", None)
     steps: int | None = doc("optimiser steps done", None)
     epochs: int | None = doc("epochs done", None)
     device: str | None = doc("the torch device", None)

@@ -605,6 +605,10 @@ def show(ctx: typer.Context,
             _add_row(info, label, f"{rec[key]:.4f}")
     if rec.get("wall_s") is not None:
         _add_row(info, "wall time", fmt_elapsed(rec["wall_s"]))
+    diag_s, wall_s = rec.get("diag_s"), rec.get("wall_s")
+    if isinstance(diag_s, (int, float)) and isinstance(wall_s, (int, float)) and wall_s > 0:
+        took = f"{diag_s:.1f}s" if diag_s < 60 else fmt_elapsed(diag_s)
+        _add_row(info, "diagnostics", f"{took}, {diag_s / wall_s:.1%} of the wall time")
     out.print(info)
     for title, group in LAYER_GROUPS.items() if rec.get("layers") else ():
         layers = Table(title=f"per layer, last diagnostics: {title}", title_justify="left")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,11 @@ def check_ls_show_export(runs_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     for text in ("state", "done", "test acc", "erank_err", "angle_weight", "fc1", "head"):
         assert text in result.output
+    summary = RunDir(runs_dir / "tiny-rule=fa-seed=1").read_summary()
+    assert 0 < summary["diag_s"] < summary["wall_s"]
+    share = re.search(r"diagnostics\s+\S+, ([\d.]+)% of the wall time", result.output)
+    assert share and float(share[1]) == pytest.approx(
+        100 * summary["diag_s"] / summary["wall_s"], abs=0.06)
 
     result = cli("export", runs_dir, "--format", "json")
     assert result.exit_code == 0, result.output

@@ -212,6 +212,9 @@ def test_summary_matches_the_events(fa_run):
     assert summary["final_train_loss"] == of_type(events, "train")[-1]["loss"]
     assert summary["layers"] == of_type(events, "diag")[-1]["layers"]
     assert (summary["steps"], summary["epochs"]) == (10, 2)
+    probes = [e["diag_s"] for e in of_type(events, "diag")]     # each rounded to 0.1 ms
+    assert summary["diag_s"] == pytest.approx(sum(probes), abs=1e-4 * len(probes))
+    assert 0 < summary["diag_s"] < summary["wall_s"]
 
 
 # --- stop and resume ---------------------------------------------------------------------------
@@ -264,6 +267,7 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(rule, stop_at,
     assert untimed(stopped[1:-1] + resumed[1:]) == untimed(whole_events[1:])
     assert_identical(weights(whole), weights(second))
     assert second.summary()["best_val_acc"] == whole.summary()["best_val_acc"]
+    assert second.diag_s > first.diag_s        # the probes' time goes on from the checkpoint's
 
 
 # --- memory format ----------------------------------------------------------------------------
