@@ -123,11 +123,12 @@ def test_he_init_keeps_activations_and_errors_at_scale():
         model = build_model(cfg.model, cfg.norm, (1, 28, 28), 10)
         x = torch.randn(512, 784)
         out = []
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                x = m(x)
-                out.append(float(x.pow(2).mean()))
-                x = torch.relu(x)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    x = m(x)
+                    out.append(float(x.pow(2).mean()))
+                    x = torch.relu(x)
         return out[:-1]
     he, default = moments("kaiming"), moments("default")
     assert all(1.5 < m < 2.7 for m in he), he
