@@ -9,7 +9,7 @@ only runs what is missing, and `--report-only` rewrites the page from the runs o
 
 The compute is kept small on purpose (the machine is shared): small CNN widths and a few
 hundred steps; the page says so next to every result. About 12 minutes on one core for
-everything but the ResNet-18 ablation, which adds about an hour (10 runs of ~6 minutes).
+everything but the ResNet-18 ablation, which adds about 100 (14 runs, up to 12 minutes each).
 """
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ CNN = ["data.name=fashion_mnist", "model.name=cnn", "model.widths=[8, 16, 16, 16
        "train.epochs=1", "train.max_steps=300", "train.batch_size=128", "data.augment=false",
        "metrics.every=50", "metrics.probe_size=256", "metrics.window=6"]
 LONG_EPOCHS = 5
+EPOCH_STEPS = 429     # Fashion-MNIST's 55,000 training images (5,000 held out) at batch 128
 CNN_LONG = [x for x in CNN if not x.startswith(("train.max_steps", "train.epochs",
                                                 "metrics.every"))] + [
-    f"train.epochs={LONG_EPOCHS}", "metrics.every=429"]   # 429 steps = one epoch at batch 128
+    f"train.epochs={LONG_EPOCHS}", f"metrics.every={EPOCH_STEPS}"]
 MUON = ["optim.name=muon", "optim.lr=0.02", "optim.muon_adjust_lr=original",
         "optim.adamw_lr=0.001"]
 RANKS = (1, 10, 30)
@@ -93,7 +94,8 @@ def experiments(seeds: int) -> list[Experiment]:
         # Boeshertz et al.'s 2x2 ResNet-18 ablation itself, at a CPU scale: the preset with
         # Fashion-MNIST, batch 32 and 300 steps (a ResNet-18 step is ~1 s on one core here),
         # one lr for SGD and Muon (0.02: the preset's 0.05 at batch 128 scaled down, and in
-        # Muon's own range), probes at step 0 and the end; bp with batchnorm as the ceiling
+        # Muon's own range), probes at step 0 and the end; bp with batchnorm as the ceiling,
+        # and two controls: plain fa at a quarter of the lr, bp without batchnorm
         Experiment("resnet", "resnet18_ablation", RESNET, {
             "fa": ["norm.name=none", "optim.name=sgd"],
             "fa lr=0.005": ["norm.name=none", "optim.name=sgd", "optim.lr=0.005"],
@@ -348,13 +350,13 @@ def rank_long_section(exp: Experiment) -> list[str]:
     """bp vs fa on the rank_collapse CNN for several epochs, a probe at every epoch's end."""
     lines = [f"### Longer: {LONG_EPOCHS} epochs, bp vs fa", "",
              f"The same CNN, bp and fa only, trained for {LONG_EPOCHS} epochs (probes at every "
-             f"epoch's end, step 429 × k), {exp.seeds} seeds; the hidden-layer means as above, "
-             "at the end of epoch 1 and of the last epoch. Command: the one above with "
-             f"`--set train.epochs={LONG_EPOCHS} --set metrics.every=429` in place of "
+             f"epoch's end, step {EPOCH_STEPS} × k), {exp.seeds} seeds; the hidden-layer means "
+             "as above, at the end of epoch 1 and of the last epoch. Command: the one above "
+             f"with `--set train.epochs={LONG_EPOCHS} --set metrics.every={EPOCH_STEPS}` in place of "
              "`train.epochs`, `train.max_steps` and `metrics.every`.", ""]
 
     def at(dg: list[dict], k: int, metric: str, names: list[str]) -> float | None:
-        hit = [d for d in dg if d.get("step") == 429 * k]
+        hit = [d for d in dg if d.get("step") == EPOCH_STEPS * k]
         return layer_mean(hit[0]["layers"], metric, names) if hit else None
 
     acc = {c: mean_std(final(exp, c, lambda sm, dg: sm.get("test_acc"))) for c in ("bp", "fa")}
