@@ -212,6 +212,11 @@ def final(exp: Experiment, cond: str, key, default=None) -> list:
     return out
 
 
+def accuracy(exp: Experiment, cond: str) -> tuple:
+    """Test accuracy of one condition, mean ± std over its seeds."""
+    return mean_std(final(exp, cond, lambda sm, dg: sm.get("test_acc")))
+
+
 def separated(a: tuple, b: tuple) -> int:
     """+1 if a's mean ± std lies wholly above b's, -1 if below, 0 if they overlap."""
     (ma, sa, _), (mb, sb, _) = a, b
@@ -267,7 +272,7 @@ def rank_section(exp: Experiment) -> list[str]:
              "conv layers where the measure exists (conv1-conv4; the errors sent: conv2-conv4, "
              "conv1 sends nothing), ± std over seeds. The head is listed separately.", ""]
     lines += header(exp, "CNN widths, steps and data overridden")
-    acc = {c: mean_std(final(exp, c, lambda sm, dg: sm.get("test_acc"))) for c in conds}
+    acc = {c: accuracy(exp, c) for c in conds}
     table = ["| measure | " + " | ".join(conds) + " | fa vs bp |",
              "|---|" + "---:|" * len(conds) + "---|"]
     table.append("| test accuracy (%) | " + " | ".join(fmt(acc[c], 1, True) for c in conds)
@@ -359,7 +364,7 @@ def rank_long_section(exp: Experiment) -> list[str]:
         hit = [d for d in dg if d.get("step") == EPOCH_STEPS * k]
         return layer_mean(hit[0]["layers"], metric, names) if hit else None
 
-    acc = {c: mean_std(final(exp, c, lambda sm, dg: sm.get("test_acc"))) for c in ("bp", "fa")}
+    acc = {c: accuracy(exp, c) for c in ("bp", "fa")}
     lines += ["| measure | bp, epoch 1 | fa, epoch 1 | bp, epoch "
               f"{LONG_EPOCHS} | fa, epoch {LONG_EPOCHS} | fa vs bp at the end |",
               "|---|---:|---:|---:|---:|---|",
@@ -415,7 +420,7 @@ def resnet_section(exp: Experiment) -> list[str]:
              f"{RESNET_STEPS}), mean over the 20 hidden convolutions (the head `fc` left "
              "out), ± std over seeds.", ""]
     lines += header(exp, "data, batch, length, lr and one cell of its sweep")
-    acc = {c: mean_std(final(exp, c, lambda sm, dg: sm.get("test_acc"))) for c in conds}
+    acc = {c: accuracy(exp, c) for c in conds}
     states = {c: final(exp, c, lambda sm, dg: (sm.get("status"), sm.get("steps")),
                        ("missing", None)) for c in conds}
     diverged = {c: all(st == "diverged" for st, _ in states[c]) for c in conds}
@@ -482,9 +487,8 @@ def ldfa_section(exp: Experiment) -> list[str]:
              f"batch 128 (< 1 epoch, cosine), {exp.seeds} seeds, test accuracy (%).", ""]
     lines += header(exp, "model, data and length overridden")
     ranks, adapts = RANKS, ("fixed", "oja", "fit")
-    acc = {(a, r): mean_std(final(exp, f"{a} r={r}", lambda sm, dg: sm.get("test_acc")))
-           for a in adapts for r in ranks}
-    bp = mean_std(final(exp, "bp", lambda sm, dg: sm.get("test_acc")))
+    acc = {(a, r): accuracy(exp, f"{a} r={r}") for a in adapts for r in ranks}
+    bp = accuracy(exp, "bp")
     lines += ["| r | " + " | ".join(adapts) + " |", "|---:|" + "---:|" * len(adapts)]
     for r in ranks:
         lines.append(f"| {r} | " + " | ".join(fmt(acc[(a, r)], 1, True) for a in adapts) + " |")
@@ -536,7 +540,7 @@ def dfa_section(exp: Experiment) -> list[str]:
              "batch, degrees).", ""]
     lines += header(exp, "data, lr, length and one point of its sweep")
     track = angle_track(exp, "dfa", "angle_delta")
-    acc = mean_std(final(exp, "dfa", lambda sm, dg: sm.get("test_acc")))
+    acc = accuracy(exp, "dfa")
     if not track:
         return lines + ["No runs found.", ""]
     hidden = [n for n in track if n != "head"]
